@@ -1,0 +1,57 @@
+"""The `bertlab` command line: a thin dispatcher over bertlab/commands/<name>.py."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> one-line description. Each lives in bertlab/commands/<name>.py with main(argv) -> int.
+COMMANDS = {
+    "vocab": "learn a WordPiece vocabulary from text files",
+    "tokenize": "tokenise lines of text (file or stdin) into tokens or ids",
+    "convert": "import/export checkpoints (Google TF, HuggingFace) <-> bertlab",
+    "create-data": "turn raw text into pretraining shards on disk",
+    "pretrain": "masked-LM pretraining (--config configs/pretrain.py:tiny --workdir DIR)",
+    "finetune": "fine-tune on GLUE/SNLI/IMDB/CSV (--config configs/finetune.py:task=sst2)",
+    "evaluate": "evaluate a fine-tuned workdir on a split",
+    "predict": "predict labels for raw strings or pairs",
+    "embed": "mean-pooled sentence embeddings",
+    "similarity": "cosine-similarity matrix and heatmap for sentences",
+    "sweep": "run (or --dry-run) the arms of an experiment study",
+    "report": "collect a study's workdirs into results.md",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: bertlab <command> [options]   (bertlab <command> --help for its options)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from bertlab import __version__
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"bertlab: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(f"bertlab.commands.{name.replace('-', '_')}")
+    except ModuleNotFoundError as e:
+        if e.name == f"bertlab.commands.{name.replace('-', '_')}":
+            print(f"bertlab: command {name!r} is not available in this version", file=sys.stderr)
+            return 2
+        raise
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
