@@ -234,3 +234,31 @@ def wordpiece(word: str, vocab: Vocab, max_chars: int = MAX_CHARS_PER_WORD) -> l
 def decode_tokens(tokens: Iterable[str]) -> str:
     """Joins `##` continuations onto the previous piece and words with single spaces."""
     return " ".join(tokens).replace(" " + CONTINUATION, "").strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """BasicTokenizer + WordPiece over one vocabulary. Immutable; every method is pure."""
+
+    vocab: Vocab
+    lower_case: bool = True
+    max_chars_per_word: int = MAX_CHARS_PER_WORD
+
+    def tokenize(self, text: str) -> list[str]:
+        pieces: list[str] = []
+        for word in basic_tokenize(text, self.lower_case):
+            if word in SPECIAL_TOKENS and word in self.vocab:
+                pieces.append(word)
+            else:
+                pieces.extend(wordpiece(word, self.vocab, self.max_chars_per_word))
+        return pieces
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.vocab.ids
+        return [ids[t] for t in self.tokenize(text)]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return decode_tokens(self.vocab.tokens[int(i)] for i in ids)

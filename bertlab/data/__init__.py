@@ -1,0 +1,1 @@
+"""Data: raw text corpora, pretraining shards, masking, and task loaders."""
