@@ -1,0 +1,61 @@
+"""Learning-rate schedules, as optax schedules: `step -> lr` with `step` = updates applied so far.
+
+Two named recipes, because they differ in a way that matters when reproducing numbers:
+
+* `triangular` (HF/optax convention): linear warm-up 0 -> peak over `warmup_steps`, then a linear
+  decay that *starts* at the peak and reaches 0 at `num_steps`, i.e. decays over T - W steps.
+* `bert` (google-research/bert optimization.py): one linear decay `peak * (1 - step / T)` over
+  ALL T steps, and while `step < W` the warm-up `peak * step / W` *replaces* it. After warm-up the
+  rate is therefore already below the peak (at step W it is peak * (1 - W/T)).
+
+Both give 0 at step 0: the first update of the original BERT is a no-op, and we keep that.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+Schedule = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+def _check(peak_lr: float, warmup_steps: int, num_steps: int) -> None:
+    if num_steps <= 0:
+        raise ValueError(f"schedule: num_steps must be positive, got {num_steps}")
+    if not 0 <= warmup_steps <= num_steps:
+        raise ValueError(f"schedule: warmup_steps={warmup_steps} must lie in [0, num_steps="
+                         f"{num_steps}]")
+    if peak_lr < 0:
+        raise ValueError(f"schedule: the peak learning rate must be >= 0, got {peak_lr}")
+
+
+def triangular(peak_lr: float, warmup_steps: int, num_steps: int) -> Schedule:
+    """Warm-up to the peak over W steps, then decay to zero at T (over T - W steps)."""
+    _check(peak_lr, warmup_steps, num_steps)
+    decay_steps = num_steps - warmup_steps
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = step / max(warmup_steps, 1)
+        decay = (num_steps - step) / max(decay_steps, 1)
+        frac = jnp.where(step < warmup_steps, warm, decay)
+        return peak_lr * jnp.clip(frac, 0.0, 1.0)
+
+    return schedule
+
+
+def bert(peak_lr: float, warmup_steps: int, num_steps: int) -> Schedule:
+    """The original BERT rate: linear decay over all T steps, replaced by warm-up while step < W."""
+    _check(peak_lr, warmup_steps, num_steps)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        decayed = peak_lr * jnp.maximum(1.0 - step / num_steps, 0.0)
+        warm = peak_lr * step / max(warmup_steps, 1)
+        return jnp.where(step < warmup_steps, warm, decayed)
+
+    return schedule
+
+
+SCHEDULES = {"triangular": triangular, "bert": bert}

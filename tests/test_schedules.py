@@ -1,0 +1,52 @@
+"""Both schedules' values at hand-computed points (peak 1e-3, W = 10, T = 100)."""
+
+import numpy as np
+import pytest
+
+from bertlab import schedules
+
+PEAK, W, T = 1e-3, 10, 100
+
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 0.0),                 # starts at zero
+    (5, 0.5e-3),              # mid warm-up: 5/10 of the peak
+    (10, 1e-3),               # peak exactly at W
+    (55, 0.5e-3),             # mid decay: (100-55)/(100-10) = 0.5
+    (100, 0.0),               # zero at T
+    (150, 0.0),               # and stays there
+])
+def test_triangular(step, expected):
+    assert float(schedules.triangular(PEAK, W, T)(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("step, expected", [
+    (0, 0.0),                 # warm-up replaces the decay: 0/10
+    (5, 0.5e-3),              # 5/10 of the peak
+    (9, 0.9e-3),              # last warm-up step
+    (10, 0.9e-3),             # decay over ALL steps: 1 - 10/100 -- the peak is never reached
+    (50, 0.5e-3),             # mid decay: 1 - 50/100
+    (100, 0.0),
+    (150, 0.0),
+])
+def test_bert(step, expected):
+    assert float(schedules.bert(PEAK, W, T)(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_no_warmup_is_a_plain_linear_decay():
+    for make in (schedules.triangular, schedules.bert):
+        values = [float(make(1.0, 0, 4)(s)) for s in range(5)]
+        np.testing.assert_allclose(values, [1.0, 0.75, 0.5, 0.25, 0.0], atol=1e-7)
+
+
+def test_traceable_under_jit():
+    import jax
+    f = jax.jit(schedules.triangular(PEAK, W, T))
+    assert float(f(np.int32(55))) == pytest.approx(0.5e-3)
+
+
+@pytest.mark.parametrize("args, match", [((1e-3, 20, 10), "warmup_steps"), ((1e-3, 0, 0), "num_steps"),
+                                         ((-1.0, 0, 10), "peak")])
+def test_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        schedules.triangular(*args)
