@@ -1,0 +1,118 @@
+"""Multi-head self-attention: projections, the padding bias, the rotary knob, the kernel.
+
+Scores and softmax run in float32 whatever the compute dtype: bfloat16 softmax over 512 keys
+loses the small weights that fine-tuning depends on, and it costs nothing at these sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bertlab.models.config import BertConfig
+from bertlab.models.embedding import bert_initializer, compute_dtype
+
+# Added to the score of every padded key. Large enough that exp() underflows to exactly 0 in
+# float32, finite so that a row with no real key (an all-padding example filling a batch)
+# becomes a uniform average instead of NaN.
+MASKED_SCORE = -1e9
+
+
+def attention_bias(attention_mask: jax.Array) -> jax.Array:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) float32 additive bias; built once per forward."""
+    keep = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T): broadcast over heads, queries
+    return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)
+
+
+def rotary_angles(seq_len: int, head_dim: int, base: float = 10000.0) -> jax.Array:
+    """(T, D/2) rotation angles p * base^(-2i/D) of RoFormer (Su et al. 2021)."""
+    inv_freq = 1.0 / base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # (D/2,)
+    return jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (T, D/2)
+
+
+def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
+    """Rotates feature pairs (i, i + D/2) of x (B, T, N, D) by angles (T, D/2).
+
+    Pairs are the two halves of the head ("rotate half", as GPT-NeoX and cramming), not
+    interleaved neighbours; both are rotations, so norms and relative-position dot products
+    behave the same.
+    """
+    half = x.shape[-1] // 2
+    cos = jnp.cos(angles)[None, :, None, :]  # (1, T, 1, D/2)
+    sin = jnp.sin(angles)[None, :, None, :]  # (1, T, 1, D/2)
+    x32 = x.astype(jnp.float32)
+    first, second = x32[..., :half], x32[..., half:]  # (B, T, N, D/2) each
+    rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+    return rotated.astype(x.dtype)  # (B, T, N, D)
+
+
+def rotary_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    angles = rotary_angles(q.shape[1], q.shape[-1])
+    return rotate(q, angles), rotate(k, angles)
+
+
+def unchanged_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return q, k
+
+
+# position_embedding knob, attention side: only rotary touches queries and keys.
+QK_POSITION_TRANSFORMS: dict[str, Callable] = {
+    "learned": unchanged_qk,
+    "sinusoidal": unchanged_qk,
+    "rotary": rotary_qk,
+    "none": unchanged_qk,
+}
+
+
+def attention_probs(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
+    """Softmax(q k^T / sqrt(D) + bias) in float32. q, k: (B, T, N, D); bias (B, 1, 1, T)."""
+    q = q / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+    scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, T, T)
+    return jax.nn.softmax(scores + bias, axis=-1)
+
+
+def weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
+    """probs (B, N, T, T) x v (B, T, N, D) -> (B, T, N, D)."""
+    return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+    """jax.nn.dot_product_attention (no dropout support): (B, T, N, D) -> (B, T, N, D)."""
+    return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype), implementation="xla")
+
+
+class SelfAttention(nn.Module):
+    """query/key/value projections and attention over them. Scope: .../attention/self.
+
+    Returns the per-token context (B, T, H) before the output projection, which belongs to
+    the residual sub-layer (`attention/output/dense`) as in the original checkpoint.
+    """
+
+    config: BertConfig
+    # Use jax.nn.dot_product_attention when no attention dropout is active. Off by default:
+    # on CPU it measured slower than the explicit einsums (see README / report).
+    fused: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        config = self.config
+        batch, seq_len, _ = x.shape
+
+        def project(name: str) -> jax.Array:
+            y = nn.Dense(config.hidden_size, kernel_init=bert_initializer(config.initializer_range),
+                         dtype=compute_dtype(config), name=name)(x)  # (B, T, H)
+            return y.reshape(batch, seq_len, config.num_heads, config.head_dim)  # (B, T, N, D)
+
+        q, k, v = project("query"), project("key"), project("value")
+        q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k)
+        dropout_active = not deterministic and config.attention_dropout > 0.0
+        if self.fused and not dropout_active:
+            context = fused_attention(q, k, v, bias)  # (B, T, N, D)
+        else:
+            probs = attention_probs(q, k, bias)  # (B, N, T, T)
+            probs = nn.Dropout(config.attention_dropout)(probs, deterministic=deterministic)
+            context = weighted_values(probs, v)  # (B, T, N, D)
+        return context.reshape(batch, seq_len, config.hidden_size)  # (B, T, H)

@@ -1,0 +1,157 @@
+"""The model's shape and ablation knobs: one frozen dataclass, one table of sizes, two counters.
+
+Every knob's default is the original BERT (Devlin et al. 2019, google-research/bert), so an
+ablation is one field away from the baseline and a config that prints only its overrides is
+enough to reproduce a run. This module imports no jax: configs are read by the CLI, the
+sweep runner and the checkpoint converters before any device work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+# The names each knob accepts. The functions behind them live beside the layer that uses them
+# (encoder.ACTIVATIONS, embedding.POSITION_TABLES, attention.QK_POSITION_TRANSFORMS); the tests
+# check that those dicts and these tuples agree, so a config is rejected before any jax work.
+ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "geglu")
+POSITION_EMBEDDING_NAMES = ("learned", "sinusoidal", "rotary", "none")
+DTYPE_NAMES = ("float32", "bfloat16")
+
+# Activations whose feed-forward input projection is twice as wide (a value half and a gate half).
+GATED_ACTIVATIONS = ("geglu",)
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a model; the message names the field and the valid values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Shape and knobs of one BERT. Defaults are BERT-base as released by Google."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    activation: str = "gelu"  # gelu (exact erf) | gelu_tanh | relu | geglu
+    position_embedding: str = "learned"  # learned | sinusoidal | rotary | none
+    pre_ln: bool = False  # LayerNorm before each sub-layer, plus one after the last layer
+    tie_embeddings: bool = True  # MLM decoder reuses the word-embedding table
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+
+    def __post_init__(self):
+        _check_choice("activation", self.activation, ACTIVATION_NAMES)
+        _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDING_NAMES)
+        _check_choice("dtype", self.dtype, DTYPE_NAMES)
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
+                              f"num_heads={self.num_heads}")
+        if self.position_embedding == "rotary" and self.head_dim % 2:
+            raise ConfigError(f"position_embedding='rotary' rotates pairs of features, so the head "
+                              f"size hidden_size/num_heads={self.head_dim} must be even")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def intermediate_width(self) -> int:
+        """Output width of the feed-forward input projection (doubled for gated activations)."""
+        return self.intermediate_size * (2 if self.activation in GATED_ACTIVATIONS else 1)
+
+
+def _check_choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"BertConfig.{field}={value!r} is not one of {', '.join(valid)}")
+
+
+def _sizes(layers: int, hidden: int) -> dict[str, int]:
+    """The recipe shared by every released BERT: 64-wide heads, a 4x feed-forward."""
+    return dict(num_layers=layers, hidden_size=hidden, num_heads=hidden // 64,
+                intermediate_size=4 * hidden)
+
+
+# Released sizes. base/large: Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional
+# Transformers for Language Understanding", Table/Section 3. tiny..medium: Turc et al. 2019,
+# "Well-Read Students Learn Better: On the Importance of Pre-training Compact Models"
+# (the 24 small BERTs in google-research/bert's README; names as in their release).
+VARIANTS: dict[str, dict] = {
+    "tiny": _sizes(2, 128),      # Turc et al. 2019, L-2_H-128_A-2
+    "mini": _sizes(4, 256),      # Turc et al. 2019, L-4_H-256_A-4
+    "small": _sizes(4, 512),     # Turc et al. 2019, L-4_H-512_A-8
+    "medium": _sizes(8, 512),    # Turc et al. 2019, L-8_H-512_A-8
+    "base": _sizes(12, 768),     # Devlin et al. 2019, BERT-base, 110 M parameters
+    "large": _sizes(24, 1024),   # Devlin et al. 2019, BERT-large, 340 M parameters
+}
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BertConfig))
+
+
+def config_from_dict(values: Mapping[str, Any], source: str = "<dict>") -> BertConfig:
+    """Builds a config, refusing unknown keys (a typo must not silently fall back to a default)."""
+    unknown = sorted(set(values) - set(CONFIG_FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown BertConfig field(s) {', '.join(unknown)}; "
+                          f"valid fields: {', '.join(CONFIG_FIELDS)}")
+    return BertConfig(**values)
+
+
+def config_to_dict(config: BertConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def variant_config(name: str, **overrides) -> BertConfig:
+    """A named size from VARIANTS with any field overridden, e.g. variant_config("tiny", pre_ln=True)."""
+    if name not in VARIANTS:
+        raise ConfigError(f"unknown model variant {name!r}; valid variants: {', '.join(VARIANTS)}")
+    return config_from_dict({**VARIANTS[name], **overrides}, source=f"variant {name!r} overrides")
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter tree (arrays or jax.ShapeDtypeStruct leaves)."""
+    import jax  # only the tree walk needs it; config stays importable without jax
+
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def flops_per_token(config: BertConfig, seq_len: int, num_predictions: int | None = None,
+                    training: bool = True) -> float:
+    """Matmul FLOPs per input token, the numerator of MFU.
+
+    Counts 2 FLOPs per multiply-add for every projection, the attention scores (QK^T) and the
+    weighted sum over values, and the MLM head (transform + vocabulary decoder) at
+    `num_predictions` positions per sequence (None: every position). Training costs three
+    forwards (the backward pass is two matmuls per forward matmul). Left out, being under 0.1 %
+    at any released size and not per token: embedding lookups, LayerNorm, softmax, and the
+    per-sequence pooler / NSP / classifier.
+    """
+    h, i, t = config.hidden_size, config.intermediate_size, seq_len
+    per_layer = (
+        2 * h * 3 * h                      # query, key, value projections
+        + 2 * t * h                        # attention scores: one query against t keys
+        + 2 * t * h                        # weighted sum of t values
+        + 2 * h * h                        # attention output projection
+        + 2 * h * config.intermediate_width  # feed-forward in (2x wide when gated)
+        + 2 * i * h                        # feed-forward out
+    )
+    predicted_fraction = 1.0 if num_predictions is None else num_predictions / seq_len
+    mlm_head = predicted_fraction * (2 * h * h + 2 * h * config.vocab_size)
+    forward = config.num_layers * per_layer + mlm_head
+    return float(3 * forward if training else forward)

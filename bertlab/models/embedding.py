@@ -1,0 +1,108 @@
+"""Input embeddings (token + position + segment, LayerNorm, dropout) and the shared initialiser.
+
+Parameter names follow the original checkpoint (bert/embeddings/word_embeddings, ...) so that
+checkpoint import is a name table. The position knob is a function picked by name from
+POSITION_TABLES: each returns the (T, H) table to add to the token embeddings, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertlab.models.config import BertConfig
+
+
+def bert_initializer(stddev: float) -> Callable:
+    """The original BERT initialiser: tf.truncated_normal_initializer(stddev).
+
+    Samples N(0, stddev) cut at two standard deviations WITHOUT rescaling, so the realised
+    standard deviation is about 0.88 * stddev. jax's `truncated_normal` rescales to hit
+    stddev exactly, which is a different init; we keep the original's.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * jnp.asarray(stddev, dtype)
+
+    return init
+
+
+def compute_dtype(config: BertConfig) -> jnp.dtype:
+    return jnp.dtype(config.dtype)
+
+
+def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+    """LayerNorm as in the original (two-pass variance); statistics in float32 whatever the dtype."""
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=compute_dtype(config),
+                        use_fast_variance=False, name=name)
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
+    """Vaswani et al. 2017 position codes: even features sin(p / 10000^(2i/d)), odd ones cos.
+
+    Returns a float32 (num_positions, dim) numpy array; fixed, so it is a constant, not a param.
+    """
+    positions = np.arange(num_positions, dtype=np.float64)[:, None]  # (P, 1)
+    pair_index = np.arange(0, dim, 2, dtype=np.float64)[None, :]  # (1, ceil(D/2))
+    angles = positions / np.power(10000.0, pair_index / dim)  # (P, ceil(D/2))
+    table = np.zeros((num_positions, dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : dim // 2])
+    return table.astype(np.float32)
+
+
+def learned_positions(config: BertConfig, seq_len: int) -> jax.Array:
+    """The original: a trained (max_position_embeddings, H) table, created in the calling module."""
+    table = nn.Embed(config.max_position_embeddings, config.hidden_size,
+                     embedding_init=bert_initializer(config.initializer_range),
+                     dtype=compute_dtype(config), name="position_embeddings")
+    return table(jnp.arange(seq_len))  # (T, H)
+
+
+def sinusoidal_positions(config: BertConfig, seq_len: int) -> jax.Array:
+    table = sinusoidal_table(config.max_position_embeddings, config.hidden_size)
+    return jnp.asarray(table[:seq_len], compute_dtype(config))  # (T, H)
+
+
+def no_positions(config: BertConfig, seq_len: int) -> None:
+    """Both `none` and `rotary` add nothing here (rotary acts on queries and keys instead)."""
+    return None
+
+
+POSITION_TABLES: dict[str, Callable[[BertConfig, int], jax.Array | None]] = {
+    "learned": learned_positions,
+    "sinusoidal": sinusoidal_positions,
+    "rotary": no_positions,
+    "none": no_positions,
+}
+
+
+class Embeddings(nn.Module):
+    """word + segment (+ position) embeddings -> LayerNorm -> dropout. Scope: bert/embeddings."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, *, deterministic: bool = True):
+        config = self.config
+        seq_len = token_ids.shape[1]
+        if config.position_embedding in ("learned", "sinusoidal") and seq_len > config.max_position_embeddings:
+            raise ValueError(f"input length {seq_len} exceeds max_position_embeddings="
+                             f"{config.max_position_embeddings} of the {config.position_embedding} "
+                             f"position table")
+        init = bert_initializer(config.initializer_range)
+        dtype = compute_dtype(config)
+        words = nn.Embed(config.vocab_size, config.hidden_size, embedding_init=init, dtype=dtype,
+                         name="word_embeddings")
+        segments = nn.Embed(config.type_vocab_size, config.hidden_size, embedding_init=init,
+                            dtype=dtype, name="token_type_embeddings")
+        x = words(token_ids) + segments(segment_ids)  # (B, T, H)
+        positions = POSITION_TABLES[config.position_embedding](config, seq_len)
+        if positions is not None:
+            x = x + positions[None]  # (1, T, H) broadcast over the batch
+        x = layer_norm(config, "LayerNorm")(x)
+        return nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)

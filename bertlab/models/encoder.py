@@ -1,0 +1,117 @@
+"""The transformer encoder: layers of attention + feed-forward, post-LN (BERT) or pre-LN.
+
+One module per scope of the original checkpoint (layer_N/attention/self, attention/output,
+intermediate, output), so every parameter path reads like its TF variable name and checkpoint
+conversion is a name table. The activation knob is a function picked by name from ACTIVATIONS.
+
+Post-LN (original):  x = LN(x + Drop(W_o Attn(x)));  x = LN(x + Drop(W_2 act(W_1 x)))
+Pre-LN (knob):       x = x + Drop(W_o Attn(LN(x)));  x = x + Drop(W_2 act(W_1 LN(x))); final LN
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bertlab.models.attention import SelfAttention
+from bertlab.models.config import BertConfig
+from bertlab.models.embedding import bert_initializer, compute_dtype, layer_norm
+
+
+def geglu(x: jax.Array) -> jax.Array:
+    """GELU-gated linear unit (Shazeer 2020): x holds [value | gate] -> gelu(value) * gate."""
+    value, gate = jnp.split(x, 2, axis=-1)  # (..., I) each
+    return jax.nn.gelu(value, approximate=False) * gate
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # erf form, as transformers' "gelu"
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # google-research/bert's gelu
+    "relu": jax.nn.relu,
+    "geglu": geglu,
+}
+
+# The MLM head transform is H -> H, where a gate has nothing to gate: gated knobs use their
+# ungated activation there.
+HEAD_ACTIVATIONS: dict[str, str] = {"geglu": "gelu"}
+
+
+def dense(config: BertConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, kernel_init=bert_initializer(config.initializer_range),
+                    dtype=compute_dtype(config), name=name)
+
+
+class ResidualOutput(nn.Module):
+    """Output projection, dropout, residual add (and the post-LN LayerNorm). Scope: .../output."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool = True):
+        config = self.config
+        x = dense(config, config.hidden_size, "dense")(x)
+        x = nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)
+        x = x + residual
+        return x if config.pre_ln else layer_norm(config, "LayerNorm")(x)
+
+
+class Attention(nn.Module):
+    """The attention sub-layer with its residual. Scope: layer_N/attention."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
+        normed = layer_norm(self.config, "LayerNorm")(x) if self.config.pre_ln else x
+        context = SelfAttention(self.config, name="self")(normed, bias, deterministic=deterministic)
+        return ResidualOutput(self.config, name="output")(context, x, deterministic=deterministic)
+
+
+class Intermediate(nn.Module):
+    """Feed-forward input projection + activation. Scope: layer_N/intermediate."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        config = self.config
+        if config.pre_ln:
+            x = layer_norm(config, "LayerNorm")(x)
+        x = dense(config, config.intermediate_width, "dense")(x)  # (B, T, I) or (B, T, 2I) gated
+        return ACTIVATIONS[config.activation](x)  # (B, T, I)
+
+
+class EncoderLayer(nn.Module):
+    """One transformer block. Scope: encoder/layer_N."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
+        x = Attention(self.config, name="attention")(x, bias, deterministic=deterministic)
+        hidden = Intermediate(self.config, name="intermediate")(x)
+        return ResidualOutput(self.config, name="output")(hidden, x, deterministic=deterministic)
+
+
+class Encoder(nn.Module):
+    """`num_layers` blocks named layer_0 ... (plus the final LayerNorm when pre_ln). Scope: encoder.
+
+    `num_layers` defaults to the config's; the classifier's fresh extra blocks reuse this with
+    their own count.
+    """
+
+    config: BertConfig
+    num_layers: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
+        count = self.config.num_layers if self.num_layers is None else self.num_layers
+        for index in range(count):
+            x = EncoderLayer(self.config, name=f"layer_{index}")(x, bias, deterministic=deterministic)
+        if self.config.pre_ln:
+            x = layer_norm(self.config, "LayerNorm")(x)
+        return x
