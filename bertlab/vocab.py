@@ -125,8 +125,9 @@ def merge_pieces(word_counts: Mapping[str, int], min_frequency: int = 2) -> Iter
     each word as often as it occurs, until no pair is seen `min_frequency` times.
 
     Words start as their first character followed by `##`-prefixed characters. A merged piece
-    keeps the left symbol's form (word-initial or `##`). A piece may be yielded twice when two
-    different pairs spell the same string (`a`+`##bc`, `ab`+`##c`); the caller drops repeats.
+    keeps the left symbol's form (word-initial or `##`). Symbols are interned by spelling, so if
+    two different pairs ever spell the same piece the second merge reuses the first symbol and
+    the caller skips the repeat (a safeguard: random search found no corpus that does this).
 
     Pair counts and the words holding each pair are kept up to date merge by merge; a max-heap
     with lazy re-insertion finds the best pair. Each heap entry's count is never below the pair's
