@@ -69,9 +69,18 @@ class ShardWriter:
         self._nsp = np.empty(examples_per_shard, np.int8)
         self._count = 0
         self.shards: list[dict[str, Any]] = []
-        self.num_examples = 0
-        self.num_tokens = 0
+        self._saved_examples = 0
+        self._saved_tokens = 0
         os.makedirs(split_dir, exist_ok=True)
+
+    @property
+    def num_examples(self) -> int:
+        """Examples added so far (saved or still in the buffer)."""
+        return self._saved_examples + self._count
+
+    @property
+    def num_tokens(self) -> int:
+        return self._saved_tokens + (int(self._offsets[self._count]) if self._count else 0)
 
     def add(self, token_ids: np.ndarray, segment_ids: np.ndarray, nsp_label: int = 0) -> None:
         length = len(token_ids)
@@ -97,8 +106,8 @@ class ShardWriter:
         np.save(shard_file(self.split_dir, name, "offsets"), self._offsets[:self._count + 1])
         np.save(shard_file(self.split_dir, name, "nsp"), self._nsp[:self._count])
         self.shards.append({"name": name, "num_examples": self._count, "num_tokens": total})
-        self.num_examples += self._count
-        self.num_tokens += total
+        self._saved_examples += self._count
+        self._saved_tokens += total
         self._count = 0
 
     def close(self) -> dict[str, Any]:
@@ -107,7 +116,7 @@ class ShardWriter:
         index = {
             "format": FORMAT, "version": VERSION, "max_seq_length": self.max_seq_length,
             "vocab_size": self.vocab_size, "pad_id": self.pad_id, "token_dtype": self.dtype.name,
-            "num_examples": self.num_examples, "num_tokens": self.num_tokens,
+            "num_examples": self._saved_examples, "num_tokens": self._saved_tokens,
             "shards": self.shards, **self.metadata,
         }
         with open(os.path.join(self.split_dir, INDEX_FILE), "w", encoding="utf-8") as f:

@@ -1,0 +1,414 @@
+"""Raw text -> [CLS] A [SEP] B [SEP] pretraining examples on disk, streaming.
+
+The example construction follows google-research/bert create_pretraining_data.py:
+
+* A target length is drawn once per document: max_seq_length - 3, or with probability
+  short_seq_prob a uniform integer in [2, max_seq_length - 3].
+* Whole sentences (lines) are accumulated until they reach the target or the document ends; A gets
+  a uniform random number of the accumulated sentences (at least one), B the rest.
+* With next_sentence=True, B is replaced by text from another document with probability 0.5 (and
+  always when only one sentence was accumulated); the sentences that B would have used are "put
+  back" and start the next chunk. Label 1 means "B is random", as in the original.
+* The pair is cut to fit: one token at a time from the longer side (B on ties), from the front or
+  the back with equal probability.
+
+Without next-sentence prediction (the default, as in RoBERTa and most later recipes) B is always
+the true continuation and every nsp label is 0; a chunk of a single sentence becomes
+`[CLS] A [SEP]` with one segment rather than borrowing text from another document, so examples
+never mix documents and no text is dropped except by truncation.
+
+Differences from the original, all for bounded memory and speed:
+
+* The corpus is streamed: documents are read and tokenised in chunks of about `chunk_lines` lines
+  (one `tokenizer.encode_batch` call each, so the fast batch path does the work) and turned into
+  examples at once. Memory holds one chunk, one shard buffer per split and, for NSP, a reservoir.
+* The random B comes from a uniform reservoir sample (algorithm R) of at most
+  `reservoir_documents` documents seen so far in the same split (the chunk being processed is in
+  it), not from the whole shuffled corpus. Early documents therefore draw from fewer candidates;
+  when the reservoir holds only the current document, B comes from it (the original's fallback too).
+* Documents are not shuffled and examples are written in corpus order: the BatchIterator draws a
+  fresh permutation every epoch, which the original's single static shuffle cannot.
+* No masking and no dupe_factor: masking is dynamic (bertlab.data.masking), applied per step.
+* Each document goes to the eval split with probability eval_fraction, from an rng of its own
+  seeded by `seed`, so the split depends on the seed and the document's position only.
+* Random draws use the same rules but not the same random stream as the original, so outputs are
+  equal in distribution, not byte for byte.
+
+Atomicity: everything is written under out_dir/.incomplete-*/ and moved into place at the end;
+meta.json is written last. A crash before that leaves no meta.json, and ShardedExamples.open
+refuses a split whose dataset has no meta.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from bertlab.data.shards import DATASET_META_FILE, ShardWriter
+from bertlab.data.text import DOC_BOUNDARIES, CorpusError, ReadStats, iter_documents, resolve_corpus
+
+SPLITS = ("train", "eval")
+FORMAT = "bertlab-pretraining"
+VERSION = 1
+NSP_RETRIES = 10  # tries to draw a random document other than the current one (the original's)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Document:
+    """One document's token ids, sentences laid end to end; compared by identity."""
+
+    tokens: np.ndarray  # (L,) int32
+    bounds: tuple[int, ...]  # sentence s is tokens[bounds[s]:bounds[s + 1]]; all non-empty
+
+    @property
+    def num_sentences(self) -> int:
+        return len(self.bounds) - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and tokenising, a bounded chunk at a time.
+# --------------------------------------------------------------------------------------------
+
+def document_chunks(documents: Iterable[list[str]], max_lines: int) -> Iterator[list[list[str]]]:
+    """Groups whole documents into chunks of at least max_lines lines (the last may be smaller).
+
+    Lazy: only one chunk is held, so memory stays bounded however long the stream is; a single
+    document longer than max_lines is a chunk of its own."""
+    chunk: list[list[str]] = []
+    lines = 0
+    for doc in documents:
+        chunk.append(doc)
+        lines += len(doc)
+        if lines >= max_lines:
+            yield chunk
+            chunk, lines = [], 0
+    if chunk:
+        yield chunk
+
+
+def tokenize_documents(docs: Sequence[list[str]], tokenizer) -> list[Document]:
+    """One encode_batch call for all lines of the chunk; lines without tokens are dropped (as the
+    original does), which can leave a Document with no sentences. Aligned with `docs`."""
+    lines = [line for doc in docs for line in doc]
+    ids = tokenizer.encode_batch(lines)
+    lengths = [len(x) for x in ids]
+    flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=sum(lengths))
+    out = []
+    line = offset = 0
+    for doc in docs:
+        bounds = [0]
+        for length in lengths[line:line + len(doc)]:
+            if length:
+                bounds.append(bounds[-1] + length)
+        line += len(doc)
+        # A copy, so a document kept in the NSP reservoir does not pin the whole chunk's array.
+        out.append(Document(flat[offset:offset + bounds[-1]].copy(), tuple(bounds)))
+        offset += bounds[-1]
+    return out
+
+
+class DocumentReservoir:
+    """A uniform random sample of at most `capacity` of the documents added so far (algorithm R):
+    the pool random next-sentence B segments are drawn from, in bounded memory."""
+
+    def __init__(self, capacity: int, rng: random.Random):
+        self.capacity = capacity
+        self.documents: list[Document] = []
+        self.seen = 0
+        self._rng = rng
+
+    def add(self, doc: Document) -> None:
+        self.seen += 1
+        if len(self.documents) < self.capacity:
+            self.documents.append(doc)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.capacity:
+            self.documents[slot] = doc
+
+    def sample(self, rng: random.Random, exclude: Document | None = None) -> Document:
+        """A random document, avoiding `exclude` for up to NSP_RETRIES draws."""
+        if not self.documents:
+            raise ValueError("the document reservoir is empty")
+        for _ in range(NSP_RETRIES):
+            doc = self.documents[rng.randrange(len(self.documents))]
+            if doc is not exclude:
+                break
+        return doc
+
+
+# --------------------------------------------------------------------------------------------
+# Sentence pairs from one document.
+# --------------------------------------------------------------------------------------------
+
+def truncation_cuts(len_a: int, len_b: int, max_tokens: int) -> tuple[int, int]:
+    """How many tokens the original's one-at-a-time truncation removes from A and from B.
+
+    It always cuts the longer side, B on ties: first the gap between them, then alternately
+    starting with B. Computing the counts avoids a Python step per removed token."""
+    excess = len_a + len_b - max_tokens
+    if excess <= 0:
+        return 0, 0
+    gap = min(excess, abs(len_a - len_b))
+    cut_a, cut_b = (gap, 0) if len_a > len_b else (0, gap)
+    rest = excess - gap
+    return cut_a + rest // 2, cut_b + (rest + 1) // 2
+
+
+def _front_cut(cut: int, rng: random.Random) -> int:
+    """Of `cut` removals, how many come from the front: each is a fair coin, as in the original."""
+    return bin(rng.getrandbits(cut)).count("1") if cut else 0
+
+
+def truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int,
+                  rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    cut_a, cut_b = truncation_cuts(len(a), len(b), max_tokens)
+    front_a, front_b = _front_cut(cut_a, rng), _front_cut(cut_b, rng)
+    return a[front_a:len(a) - (cut_a - front_a)], b[front_b:len(b) - (cut_b - front_b)]
+
+
+def random_segment(doc: Document, rng: random.Random, target_length: int) -> np.ndarray:
+    """Sentences of `doc` from a random one on, until target_length is reached or the doc ends."""
+    bounds = doc.bounds
+    start = rng.randint(0, doc.num_sentences - 1)
+    end = start + 1
+    while end < doc.num_sentences and bounds[end] - bounds[start] < target_length:
+        end += 1
+    return doc.tokens[bounds[start]:bounds[end]]
+
+
+def document_pairs(doc: Document, rng: random.Random, *, max_seq_length: int,
+                   short_seq_prob: float, next_sentence: bool,
+                   random_document: Callable[[random.Random], Document] | None = None,
+                   ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """(A, B, B-is-random) token-id pairs of one document; B is empty for a one-segment example.
+
+    See the module docstring for the rules; random_document(rng) supplies another document when
+    next_sentence is on."""
+    max_tokens = max_seq_length - 3  # room for [CLS] A [SEP] B [SEP]
+    target = max_tokens
+    if rng.random() < short_seq_prob:
+        target = rng.randint(2, max_tokens)
+    bounds, n = doc.bounds, doc.num_sentences
+    pairs = []
+    first = 0  # first sentence of the chunk being accumulated
+    i = 0
+    while i < n:
+        if i == n - 1 or bounds[i + 1] - bounds[first] >= target:
+            count = i - first + 1
+            a_end = first + (rng.randint(1, count - 1) if count >= 2 else 1)
+            a = doc.tokens[bounds[first]:bounds[a_end]]
+            if next_sentence and (count == 1 or rng.random() < 0.5):
+                b = random_segment(random_document(rng), rng, target - len(a))
+                is_random = True
+                i = a_end - 1  # put back the sentences B did not use: the next chunk starts there
+            else:
+                b = doc.tokens[bounds[a_end]:bounds[i + 1]]
+                is_random = False
+            a, b = truncate_pair(a, b, max_tokens if len(b) else max_tokens + 1, rng)
+            pairs.append((a, b, is_random))
+            first = i + 1
+        i += 1
+    return pairs
+
+
+def pack_pair(a: np.ndarray, b: np.ndarray, cls_id: int, sep_id: int,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] A [SEP] B [SEP] (or [CLS] A [SEP] when B is empty) and its segment ids."""
+    cls, sep = np.array([cls_id], np.int32), np.array([sep_id], np.int32)
+    tokens = np.concatenate((cls, a, sep, b, sep) if len(b) else (cls, a, sep))
+    segments = np.zeros(len(tokens), np.int8)
+    segments[len(a) + 2:] = 1
+    return tokens, segments
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset directory: staging, publishing, meta.json.
+# --------------------------------------------------------------------------------------------
+
+def _start_staging(out_dir: str, overwrite: bool) -> tuple[str, bool]:
+    """Checks out_dir and makes the hidden directory everything is written into first."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{out_dir}: exists and is not a directory")
+    existing = [name for name in (DATASET_META_FILE, *SPLITS)
+                if os.path.exists(os.path.join(out_dir, name))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir}: already holds a dataset ({', '.join(existing)}); "
+                              "pass overwrite=True (--overwrite) to replace it")
+    created = not os.path.exists(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".incomplete-", dir=out_dir), created
+
+
+def _write_json_atomically(path: str, value: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _publish(staging: str, out_dir: str, meta: dict) -> None:
+    """Moves the finished splits into out_dir, then writes meta.json: the dataset is valid only
+    from that last rename on, and an older dataset is invalidated (its meta.json removed) first."""
+    meta_path = os.path.join(out_dir, DATASET_META_FILE)
+    if os.path.exists(meta_path):
+        os.remove(meta_path)
+    replaced = os.path.join(staging, ".replaced")
+    for split in SPLITS:
+        target = os.path.join(out_dir, split)
+        if os.path.exists(target):
+            os.makedirs(replaced, exist_ok=True)
+            os.rename(target, os.path.join(replaced, split))
+        os.rename(os.path.join(staging, split), target)
+    _write_json_atomically(meta_path, meta)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_meta(dataset_dir: str) -> dict:
+    """meta.json of a finished dataset (max_seq_length, vocab, counts, creation arguments)."""
+    path = os.path.join(dataset_dir, DATASET_META_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: missing; {dataset_dir} is not a finished bertlab dataset")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def vocab_sha256(vocab) -> str:
+    """sha256 of the vocabulary as vocab.txt (one token per line): equals the file's checksum."""
+    return hashlib.sha256("".join(t + "\n" for t in vocab.tokens).encode("utf-8")).hexdigest()
+
+
+def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
+                chunk_lines, reservoir_documents, next_sentence) -> None:
+    if max_seq_length < 5:
+        raise ValueError(f"max_seq_length must be >= 5 ([CLS] a [SEP] b [SEP]), got {max_seq_length}")
+    if not 0.0 <= short_seq_prob <= 1.0:
+        raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if doc_boundary not in DOC_BOUNDARIES:
+        raise ValueError(f"doc_boundary must be one of {DOC_BOUNDARIES}, got {doc_boundary!r}")
+    if examples_per_shard < 1 or chunk_lines < 1:
+        raise ValueError("examples_per_shard and chunk_lines must be >= 1")
+    if next_sentence and reservoir_documents < 1:
+        raise ValueError("next_sentence needs reservoir_documents >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# The whole job.
+# --------------------------------------------------------------------------------------------
+
+def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
+                            max_seq_length: int = 128, short_seq_prob: float = 0.1,
+                            next_sentence: bool = False, eval_fraction: float = 0.01,
+                            seed: int = 12345, doc_boundary: str = "blank",
+                            examples_per_shard: int = 1 << 16, overwrite: bool = False,
+                            progress: bool = True, chunk_lines: int = 8192,
+                            reservoir_documents: int = 10_000) -> dict:
+    """Writes out_dir/{train,eval}/ (shards.py format) and out_dir/meta.json; returns a summary.
+
+    files may hold corpus files, directories, globs or "default" (resolve_corpus). Peak memory is
+    about chunk_lines lines + 2 shard buffers (examples_per_shard * max_seq_length * 3 bytes each)
+    + reservoir_documents documents when next_sentence is on."""
+    _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
+                chunk_lines, reservoir_documents, next_sentence)
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    files = resolve_corpus(list(files))
+    vocab = tokenizer.vocab
+    out_dir = os.fspath(out_dir)
+    staging, created_out_dir = _start_staging(out_dir, overwrite)
+    try:
+        stats = ReadStats()
+        writers = {split: ShardWriter(os.path.join(staging, split), max_seq_length=max_seq_length,
+                                      vocab_size=len(vocab), pad_id=vocab.pad_id,
+                                      examples_per_shard=examples_per_shard,
+                                      metadata={"split": split, "next_sentence": next_sentence})
+                   for split in SPLITS}
+        reservoirs = {split: DocumentReservoir(reservoir_documents if next_sentence else 0,
+                                               random.Random(f"bertlab-reservoir:{seed}:{split}"))
+                      for split in SPLITS}
+        split_rng = random.Random(f"bertlab-eval-split:{seed}")
+        build_rng = random.Random(f"bertlab-examples:{seed}")
+        counts = {"corpus_tokens": 0, "empty_documents": 0, "peak_buffered_documents": 0,
+                  "peak_buffered_lines": 0, **{f"{s}_documents": 0 for s in SPLITS}}
+        bar = tqdm(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True,
+                   desc="create-data", disable=not progress, file=sys.stderr, leave=False)
+        for chunk in document_chunks(iter_documents(files, stats, doc_boundary), chunk_lines):
+            counts["peak_buffered_documents"] = max(counts["peak_buffered_documents"], len(chunk))
+            counts["peak_buffered_lines"] = max(counts["peak_buffered_lines"],
+                                                sum(len(doc) for doc in chunk))
+            splits = ["eval" if split_rng.random() < eval_fraction else "train" for _ in chunk]
+            docs = tokenize_documents(chunk, tokenizer)
+            for doc, split in zip(docs, splits):
+                if doc.num_sentences and next_sentence:
+                    reservoirs[split].add(doc)
+            for doc, split in zip(docs, splits):
+                if not doc.num_sentences:
+                    counts["empty_documents"] += 1
+                    continue
+                counts[f"{split}_documents"] += 1
+                counts["corpus_tokens"] += len(doc.tokens)
+                pairs = document_pairs(
+                    doc, build_rng, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
+                    next_sentence=next_sentence,
+                    random_document=lambda rng, pool=reservoirs[split], d=doc: pool.sample(rng, d))
+                writer = writers[split]
+                for a, b, is_random in pairs:
+                    writer.add(*pack_pair(a, b, vocab.cls_id, vocab.sep_id), int(is_random))
+            bar.update(sum(len(line) + 1 for doc in chunk for line in doc))
+            bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
+        bar.close()
+        index = {split: writers[split].close() for split in SPLITS}
+        if index["train"]["num_examples"] == 0:
+            raise CorpusError(
+                f"{files[0] if len(files) == 1 else f'{len(files)} corpus files'}: yields zero "
+                f"training examples ({stats.lines} lines, {stats.documents} documents, "
+                f"{counts['corpus_tokens']} tokens, {index['eval']['num_examples']} eval examples)")
+        summary = {
+            "out_dir": out_dir,
+            "train_examples": index["train"]["num_examples"],
+            "eval_examples": index["eval"]["num_examples"],
+            "train_tokens": index["train"]["num_tokens"],
+            "eval_tokens": index["eval"]["num_tokens"],
+            **counts,
+            "files": stats.files, "lines": stats.lines, "documents": stats.documents,
+            "invalid_bytes_replaced": stats.invalid_bytes_replaced,
+        }
+        meta = {
+            "format": FORMAT, "version": VERSION,
+            "max_seq_length": max_seq_length, "vocab_size": len(vocab),
+            "vocab_sha256": vocab_sha256(vocab), "vocab_source": getattr(vocab, "source", None),
+            "lower_case": getattr(tokenizer, "lower_case", None), "next_sentence": next_sentence,
+            "special_ids": {"pad": vocab.pad_id, "cls": vocab.cls_id, "sep": vocab.sep_id,
+                            "mask": vocab.mask_id},
+            "counts": {k: v for k, v in summary.items() if k != "out_dir"},
+            "args": {"files": list(files), "max_seq_length": max_seq_length,
+                     "short_seq_prob": short_seq_prob, "next_sentence": next_sentence,
+                     "eval_fraction": eval_fraction, "seed": seed, "doc_boundary": doc_boundary,
+                     "examples_per_shard": examples_per_shard, "chunk_lines": chunk_lines,
+                     "reservoir_documents": reservoir_documents},
+        }
+        _publish(staging, out_dir, meta)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_out_dir and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise
+    seconds = time.perf_counter() - started
+    summary["seconds"] = round(seconds, 3)
+    summary["tokens_per_second"] = round(counts["corpus_tokens"] / max(seconds, 1e-9))
+    return summary
