@@ -136,7 +136,8 @@ def read_glue_tsv(path: str, layout: GlueLayout, *, headerless: bool = False,
                 if id_at is not None:
                     ids.append(row[id_at])
         except UnicodeDecodeError as err:
-            raise GlueFormatError(f"{path}: after line {rows.line_num}: not UTF-8 ({err})") from None
+            raise GlueFormatError(
+                f"{path}: after line {rows.line_num}: not UTF-8 ({err})") from None
     dtype = np.float32 if layout.label_values is None else np.int32
     return Split(texts=texts[0], text_pairs=texts[1] if len(texts) == 2 else None,
                  labels=np.asarray(labels, dtype=dtype), ids=ids if id_at is not None else None,

@@ -189,5 +189,5 @@ def load_task(name: str, data_dir: str, split: str, **options) -> tuple[TaskSpec
     loader, leading = _loader(key)
     _check_options(key, loader, options)
     if key in TABLE_TASKS:
-        return loader(*leading, data_dir, split, **options)
+        return loader(*leading, data_dir, split, **{"name": key, **options})
     return TASKS[key], loader(*leading, data_dir, split, **options)
