@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "vocabularies differ only through tie-breaking (ours: lexicographic on the pair) and the "
         "alphabet (ours holds the `##` form of every character that can continue a word, HF's only "
         "of those seen continuing one). The bert-base-uncased row is a yardstick, not a peer: "
-        "it was learned on other text.",
+        "it was learned on other text. Learn times come from one run on a machine that may be "
+        "shared; compare the two learners within the same size only.",
         "",
         f"Command: `{command}`  ",
         f"Commit: {git_commit()} · Python {platform.python_version()} · {platform.machine()}, "
