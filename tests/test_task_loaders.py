@@ -8,6 +8,8 @@ import json
 import pathlib
 import random
 import shutil
+import subprocess
+import sys
 import tarfile
 from importlib import metadata
 
@@ -410,3 +412,12 @@ def test_task_table_lists_every_loader():
         spec = TASKS[name]
         assert spec.metric in spec.metrics and 1 <= len(spec.text_fields) <= 2
         assert spec.num_labels == (len(spec.label_names) or 1)
+
+
+def test_loaders_and_metrics_import_no_heavy_framework():
+    code = ("import sys, bertlab.metrics, bertlab.data.glue, bertlab.data.nli, bertlab.data.imdb, "
+            "bertlab.data.table, bertlab.data.rotten_tomatoes\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('jax', 'flax', 'tensorflow', 'torch', 'scipy', 'transformers', 'scattertext')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
