@@ -1,22 +1,40 @@
 """WordPiece tokenisation exactly as the original BERT (google-research/bert tokenization.py).
 
-Everything here is a pure function over an immutable `Vocab`: normalise and split text the way
-BasicTokenizer does, then greedy longest-match-first WordPiece with `##` continuations.
-The reference behaviour is transformers' `BertTokenizer` (a faithful port of the original);
-where the Rust `BertTokenizerFast` or tf-text differ, we follow the original (see README).
+The functions here are a readable transcription of the original: normalise and split text the way
+BasicTokenizer does, then greedy longest-match-first WordPiece with `##` continuations. They are
+the reference every faster path is tested against (tests/test_tokenizer_parity.py compares them
+with transformers' `BertTokenizer` on real text; bertlab/fast_tokenizer.py must match them).
+
+Speed comes from one observation: after the text-level steps (drop control characters, map
+whitespace, pad CJK ideographs) the text splits on whitespace into *chunks*, and every later step
+(lower-casing, accent stripping, punctuation splitting, WordPiece) looks at one chunk alone. So a
+chunk's ids depend on nothing else and can be memoised; real text repeats its chunks constantly.
+
+Deliberate choices (see the README's tokenizer section for the full list of peer divergences):
+- Special tokens typed in the text ("[MASK]", also glued as in "is [MASK].") stay whole, as in
+  transformers; `split_special_tokens=True` splits them like any text, as the original does.
+- No NFC step (transformers' BertTokenizer added one; the original, tf-text and the Rust tokenizer
+  have none), and lower-casing is Python's str.lower() on the whole chunk, as the original runs on
+  Python 3 (so a word-final capital sigma becomes "ς"; transformers lower-cases one char at a time).
+- Words over 100 characters become [UNK] (transformers' limit; Google's code uses 200, settable).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 import unicodedata
 from typing import Iterable, Mapping, Sequence
+
+import numpy as np
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 CONTINUATION = "##"
-MAX_CHARS_PER_WORD = 100  # the original's limit: longer words become [UNK]
+MAX_CHARS_PER_WORD = 100  # transformers' and the Rust tokenizer's limit (Google's code: 200)
+CHUNK_CACHE_ENTRIES = 1 << 20  # ~100 MB at most; cleared (not evicted one by one) when full
 
 
 class VocabError(ValueError):
@@ -30,10 +48,13 @@ class Vocab:
     tokens: tuple[str, ...]
     ids: Mapping[str, int] = dataclasses.field(repr=False, compare=False, default=None)
     source: str = dataclasses.field(default="<memory>", compare=False)
+    # Length of the longest entry: WordPiece never tries a longer candidate (a pure speed-up).
+    longest: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         if self.ids is None:
             object.__setattr__(self, "ids", {t: i for i, t in enumerate(self.tokens)})
+        object.__setattr__(self, "longest", max(map(len, self.tokens), default=0))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -95,8 +116,14 @@ def load_vocab(path: str | os.PathLike) -> Vocab:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VocabError(f"{path}: vocabulary file not found")
-    with open(path, "r", encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")
+    if os.path.isdir(path):
+        raise VocabError(f"{path}: is a directory, expected a vocab.txt file")
+    try:
+        with open(path, "r", encoding="utf-8", newline="") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise VocabError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
     if lines and lines[-1] == "":
         lines.pop()  # trailing newline of the last entry
     tokens = [line.rstrip("\r") for line in lines]
@@ -113,6 +140,13 @@ def save_vocab(vocab: Vocab, path: str | os.PathLike) -> None:
         for token in vocab.tokens:
             f.write(token + "\n")
     os.replace(tmp, path)
+
+
+def infer_lower_case(vocab: Vocab) -> bool:
+    """True for an uncased vocabulary: no entry that lower-casing would change (bracketed
+    entries such as [CLS] or [unused0] aside). Cased BERT vocabularies have thousands."""
+    return not any(t != t.lower() for t in vocab.tokens
+                   if not (t.startswith("[") and t.endswith("]")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +166,7 @@ def is_control(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Cf")
 
 
+@functools.lru_cache(maxsize=None)
 def is_punctuation(char: str) -> bool:
     # ASCII non-letter/number symbols such as ^ $ ` count as punctuation too, as in the original.
     cp = ord(char)
@@ -140,37 +175,44 @@ def is_punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
+# The CJK Unified Ideographs blocks the original splits into single characters (inclusive).
+CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
 def is_cjk(cp: int) -> bool:
-    """The CJK Unified Ideographs blocks the original splits into single characters."""
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-            or 0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF
-            or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+    """Whether a code point is one of the ideographs the original puts spaces around."""
+    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+
+
+@functools.lru_cache(maxsize=None)
+def _clean_char(char: str) -> str:
+    # Memoised per character: real text uses few distinct characters, and map() over an
+    # lru_cache wrapper stays in C, which makes clean_text ~10x faster than a plain loop.
+    if char == "\x00" or char == "\ufffd" or is_control(char):
+        return ""
+    return " " if is_whitespace(char) else char
 
 
 def clean_text(text: str) -> str:
     """Drops NUL, U+FFFD and control characters; maps every whitespace character to a space."""
-    out = []
-    for char in text:
-        cp = ord(char)
-        if cp == 0 or cp == 0xFFFD or is_control(char):
-            continue
-        out.append(" " if is_whitespace(char) else char)
-    return "".join(out)
+    return "".join(map(_clean_char, text))
+
+
+@functools.lru_cache(maxsize=None)
+def _pad_cjk_char(char: str) -> str:
+    return f" {char} " if is_cjk(ord(char)) else char
 
 
 def pad_cjk(text: str) -> str:
     """Surrounds every CJK ideograph with spaces so each becomes its own word."""
-    out = []
-    for char in text:
-        if is_cjk(ord(char)):
-            out.extend((" ", char, " "))
-        else:
-            out.append(char)
-    return "".join(out)
+    return "".join(map(_pad_cjk_char, text))
 
 
 def strip_accents(text: str) -> str:
     """NFD then drop combining marks (category Mn), as the original does after lower-casing."""
+    if text.isascii():
+        return text  # NFD leaves ASCII alone and it has no marks
     return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
 
 
@@ -178,7 +220,7 @@ def split_punctuation(word: str) -> list[str]:
     """Every punctuation character becomes its own token."""
     pieces: list[str] = []
     start_new = True
-    for char in word:
+    for char in word:  # the original's loop; is_punctuation is memoised per character
         if is_punctuation(char):
             pieces.append(char)
             start_new = True
@@ -190,20 +232,32 @@ def split_punctuation(word: str) -> list[str]:
     return pieces
 
 
+def pre_tokenize(text: str) -> list[str]:
+    """The text-level half of BasicTokenizer: clean, pad CJK, split on whitespace -> chunks.
+    Nothing after this step looks across a chunk boundary (that is what makes chunks cacheable)."""
+    return pad_cjk(clean_text(text)).split()
+
+
+def split_chunk(chunk: str, lower_case: bool) -> list[str]:
+    """The per-chunk half of BasicTokenizer: (lower-case + strip accents), split punctuation."""
+    if lower_case:
+        chunk = strip_accents(chunk.lower())
+    # The original re-splits on whitespace at the end; normalisation never creates any, but the
+    # extra split keeps us exact even if a future Unicode version did.
+    return [w for piece in split_punctuation(chunk) for w in piece.split()]
+
+
 def basic_tokenize(text: str, lower_case: bool = True,
                    never_split: Sequence[str] = SPECIAL_TOKENS) -> list[str]:
     """Text -> words: clean, split CJK, (lower-case + strip accents), split on whitespace and
-    punctuation. Tokens in `never_split` (e.g. "[MASK]" typed in the text) pass through whole."""
-    text = pad_cjk(clean_text(text))
+    punctuation. Chunks equal to a `never_split` token (e.g. "[MASK]" between spaces) pass whole."""
     words: list[str] = []
-    for word in text.split():  # str.split() splits on the spaces clean_text left
-        if word in never_split:
-            words.append(word)
-            continue
-        if lower_case:
-            word = strip_accents(word.lower())
-        words.extend(split_punctuation(word))
-    return [w for w in words if w]
+    for chunk in pre_tokenize(text):
+        if chunk in never_split:
+            words.append(chunk)
+        else:
+            words.extend(split_chunk(chunk, lower_case))
+    return words
 
 
 def wordpiece(word: str, vocab: Vocab, max_chars: int = MAX_CHARS_PER_WORD) -> list[str]:
@@ -212,9 +266,9 @@ def wordpiece(word: str, vocab: Vocab, max_chars: int = MAX_CHARS_PER_WORD) -> l
         return [UNK]
     pieces: list[str] = []
     start, n = 0, len(word)
-    ids = vocab.ids
+    ids, longest = vocab.ids, vocab.longest
     while start < n:
-        end = n
+        end = min(n, start + longest)  # longer candidates cannot be in the vocabulary
         piece = None
         while start < end:
             candidate = word[start:end]
@@ -236,29 +290,195 @@ def decode_tokens(tokens: Iterable[str]) -> str:
     return " ".join(tokens).replace(" " + CONTINUATION, "").strip()
 
 
+@functools.lru_cache(maxsize=64)
+def special_token_pattern(specials: tuple[str, ...]) -> re.Pattern | None:
+    """Matches any of `specials` typed anywhere in raw text (longest first, like a trie)."""
+    if not specials:
+        return None
+    alternatives = sorted(specials, key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+
+
+# --------------------------------------------------------------------------------------------
+# Packing ids for the model: [CLS] A [SEP] (B [SEP]), truncated as the original does.
+# --------------------------------------------------------------------------------------------
+
+def truncate_pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Lengths after the original's _truncate_seq_pair: drop the last token of the longer side
+    (of B on ties) until both fit in `budget`. Closed form, so a 10^6-token document is O(1)."""
+    excess = len_a + len_b - budget
+    if excess <= 0:
+        return len_a, len_b
+    gap = min(excess, abs(len_a - len_b))
+    if len_a > len_b:
+        len_a -= gap
+    else:
+        len_b -= gap
+    excess -= gap
+    # Equal lengths now: B loses first, then they alternate.
+    return len_a - excess // 2, len_b - (excess + 1) // 2
+
+
+def pack_ids(ids_a: Sequence[Sequence[int]], ids_b: Sequence[Sequence[int]] | None = None, *,
+             max_length: int, vocab: Vocab) -> dict[str, np.ndarray]:
+    """Token-id lists -> model inputs: `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`, padded with
+    [PAD] to `max_length`. Singles keep their first max_length - 2 ids; pairs are truncated
+    longest-first, one token at a time, as the original run_classifier does.
+
+    Returns int32 arrays of shape (B, max_length): `token_ids`, `segment_ids` (0 for [CLS] A
+    [SEP], 1 for B [SEP]) and `attention_mask` (1 on real tokens, 0 on padding)."""
+    specials = 2 if ids_b is None else 3
+    if max_length < specials:
+        kind = "a single text" if ids_b is None else "a text pair"
+        raise ValueError(f"max_length={max_length} cannot hold the {specials} special tokens "
+                         f"of {kind}")
+    if ids_b is not None and len(ids_b) != len(ids_a):
+        raise ValueError(f"pack_ids: {len(ids_a)} first segments but {len(ids_b)} second segments")
+    batch = len(ids_a)
+    token_ids = np.full((batch, max_length), vocab.pad_id, dtype=np.int32)  # (B, L)
+    segment_ids = np.zeros((batch, max_length), dtype=np.int32)
+    attention_mask = np.zeros((batch, max_length), dtype=np.int32)
+    cls_id, sep_id = vocab.cls_id, vocab.sep_id
+    budget = max_length - specials
+    for row, a in enumerate(ids_a):
+        if ids_b is None:
+            len_a, len_b, b = min(len(a), budget), 0, ()
+        else:
+            b = ids_b[row]
+            len_a, len_b = truncate_pair_lengths(len(a), len(b), budget)
+        sequence = [cls_id, *a[:len_a], sep_id]
+        if ids_b is not None:
+            sequence += [*b[:len_b], sep_id]
+        n = len(sequence)
+        token_ids[row, :n] = sequence
+        attention_mask[row, :n] = 1
+        if ids_b is not None:
+            segment_ids[row, len_a + 2:n] = 1
+    return {"token_ids": token_ids, "segment_ids": segment_ids, "attention_mask": attention_mask}
+
+
+# --------------------------------------------------------------------------------------------
+# The tokenizer: one vocabulary + casing, with a chunk memo.
+# --------------------------------------------------------------------------------------------
+
+class ChunkCache(dict):
+    """chunk -> tuple of ids, filled on a miss. A dict subclass so the hot loop can stay in C:
+    `map(cache.__getitem__, text.split())`. Cleared when full (bounded memory on huge corpora)."""
+
+    def __init__(self, encode_chunk, max_entries: int = CHUNK_CACHE_ENTRIES):
+        super().__init__()
+        self._encode_chunk = encode_chunk
+        self._max_entries = max_entries
+
+    def __missing__(self, chunk: str) -> tuple[int, ...]:
+        if len(self) >= self._max_entries:
+            self.clear()
+        ids = self._encode_chunk(chunk)
+        self[chunk] = ids
+        return ids
+
+
+# encode_batch hands batches at least this long to bertlab.fast_tokenizer. Measured with
+# experiments/bench/tokenizer.py --threshold: the fast path wins from about this size on, the
+# first call paying ~0.3 s once to build its character tables.
+FAST_BATCH_THRESHOLD = 256
+
+
 @dataclasses.dataclass(frozen=True)
 class Tokenizer:
-    """BasicTokenizer + WordPiece over one vocabulary. Immutable; every method is pure."""
+    """BasicTokenizer + WordPiece over one vocabulary. Immutable: the only state is a memo of
+    chunk -> ids, which never changes an answer."""
 
     vocab: Vocab
     lower_case: bool = True
     max_chars_per_word: int = MAX_CHARS_PER_WORD
+    split_special_tokens: bool = False
+    chunk_cache: ChunkCache = dataclasses.field(init=False, repr=False, compare=False)
 
-    def tokenize(self, text: str) -> list[str]:
-        pieces: list[str] = []
-        for word in basic_tokenize(text, self.lower_case):
-            if word in SPECIAL_TOKENS and word in self.vocab:
-                pieces.append(word)
-            else:
-                pieces.extend(wordpiece(word, self.vocab, self.max_chars_per_word))
-        return pieces
+    def __post_init__(self):
+        object.__setattr__(self, "chunk_cache", ChunkCache(self._encode_chunk_uncached))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, lower_case: bool | None = None,
+                  **options) -> "Tokenizer":
+        """Loads vocab.txt; casing inferred from the vocabulary unless given."""
+        vocab = load_vocab(path)
+        if lower_case is None:
+            lower_case = infer_lower_case(vocab)
+        return cls(vocab, lower_case, **options)
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The special tokens this tokenizer keeps whole when typed in text (none if split)."""
+        if self.split_special_tokens:
+            return ()
+        return tuple(t for t in SPECIAL_TOKENS if t in self.vocab)
+
+    def _encode_chunk_uncached(self, chunk: str) -> tuple[int, ...]:
+        ids = self.vocab.ids
+        out: list[int] = []
+        for word in split_chunk(chunk, self.lower_case):
+            out.extend(ids[p] for p in wordpiece(word, self.vocab, self.max_chars_per_word))
+        return tuple(out)
+
+    def encode_chunk(self, chunk: str) -> tuple[int, ...]:
+        """Ids of one whitespace-free chunk of cleaned text (memoised)."""
+        return self.chunk_cache[chunk]
+
+    def segments(self, text: str) -> list[str]:
+        """Raw text split around typed special tokens: [text, special, text, ...]; odd indices
+        hold the special tokens. One element when there are none (or they are split)."""
+        pattern = special_token_pattern(self.special_tokens)
+        if pattern is None or "[" not in text:
+            return [text]
+        return pattern.split(text)
 
     def encode(self, text: str) -> list[int]:
-        ids = self.vocab.ids
-        return [ids[t] for t in self.tokenize(text)]
+        ids: list[int] = []
+        cache = self.chunk_cache
+        for index, segment in enumerate(self.segments(text)):
+            if index % 2:
+                ids.append(self.vocab.ids[segment])
+                continue
+            for chunk in pre_tokenize(segment):
+                ids.extend(cache[chunk])
+        return ids
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def tokenize(self, text: str) -> list[str]:
+        tokens = self.vocab.tokens
+        return [tokens[i] for i in self.encode(text)]
+
+    def encode_batch(self, texts: Sequence[str], fast: bool | None = None) -> list[list[int]]:
+        """Ids for each text. `fast=None` picks bertlab.fast_tokenizer for batches of at least
+        FAST_BATCH_THRESHOLD texts; both paths give identical ids (tested)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a sequence of texts; use encode() for one string")
+        if fast is None:
+            fast = len(texts) >= FAST_BATCH_THRESHOLD
+        if fast:
+            from bertlab.fast_tokenizer import encode_batch_fast
+            return encode_batch_fast(self, texts)
         return [self.encode(t) for t in texts]
 
-    def decode(self, ids: Iterable[int]) -> str:
-        return decode_tokens(self.vocab.tokens[int(i)] for i in ids)
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Ids -> text, joining ## pieces. Lower-casing, accent stripping and the spaces put
+        around punctuation are not undone (the original defines no decoder)."""
+        tokens = self.vocab.tokens
+        pieces = (tokens[int(i)] for i in ids)
+        if skip_special_tokens:
+            pieces = (t for t in pieces if t not in SPECIAL_TOKENS)
+        return decode_tokens(pieces)
+
+    def pack(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+             max_length: int = 128) -> dict[str, np.ndarray]:
+        """Texts (and optional second texts) -> int32 `token_ids`, `segment_ids`,
+        `attention_mask` of shape (B, max_length); see pack_ids for the truncation rule."""
+        for name, value in (("texts", texts), ("pairs", pairs)):
+            if isinstance(value, str):
+                raise TypeError(f"pack: {name} must be a sequence of strings, not one string "
+                                f"(wrap it in a list)")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"pack: {len(texts)} texts but {len(pairs)} pairs")
+        ids_a = self.encode_batch(texts)
+        ids_b = None if pairs is None else self.encode_batch(pairs)
+        return pack_ids(ids_a, ids_b, max_length=max_length, vocab=self.vocab)
