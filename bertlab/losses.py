@@ -1,0 +1,48 @@
+"""Pretraining losses as weighted SUMS plus their denominators.
+
+Returning sums (not means) lets gradient accumulation and multi-batch evaluation divide once by
+the total over all micro-batches, so k micro-batches give exactly the loss of one big batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def token_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """-log softmax(logits)[label] per position: logits (..., V) float32, labels (...) int."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def masked_lm_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict:
+    """Over the gathered masked positions only: logits (B, P, V), labels / weights (B, P).
+
+    Padding slots carry weight 0 and count for nothing (as in the original's label_weights)."""
+    weights = weights.astype(jnp.float32)
+    nll = token_cross_entropy(logits, labels)  # (B, P)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)  # (B, P)
+    return {"mlm_loss_sum": jnp.sum(nll * weights), "mlm_weight": jnp.sum(weights),
+            "mlm_correct": jnp.sum(correct * weights)}
+
+
+def next_sentence_sums(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict:
+    """logits (B, 2), labels (B,) with 1 = B is a random sentence, weights (B,) per example."""
+    weights = weights.astype(jnp.float32)
+    nll = token_cross_entropy(logits, labels)  # (B,)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return {"nsp_loss_sum": jnp.sum(nll * weights), "nsp_weight": jnp.sum(weights),
+            "nsp_correct": jnp.sum(correct * weights)}
+
+
+# The original divides the MLM sum by (sum of weights + 1e-5); we keep its constant.
+MLM_DENOMINATOR_EPS = 1e-5
+
+
+def mean_losses(sums: dict) -> dict:
+    """mlm_loss, nsp_loss (0 without NSP) and their total from summed statistics."""
+    mlm = sums["mlm_loss_sum"] / (sums["mlm_weight"] + MLM_DENOMINATOR_EPS)
+    nsp = (sums["nsp_loss_sum"] / jnp.maximum(sums["nsp_weight"], 1.0)
+           if "nsp_loss_sum" in sums else jnp.zeros((), jnp.float32))
+    return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp}

@@ -1,0 +1,100 @@
+"""Where metrics go: JSON lines (the record), TensorBoard (the dashboard), a tqdm bar (the console).
+
+`metrics.jsonl` is the source of truth: one object per line, `{"step": s, "split": "train" |
+"eval", <name>: <float>, ...}`, appended across resumes (a resumed run may repeat steps after the
+last checkpoint; readers keep the last line for each (split, step)). Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _jsonable(value):
+    value = float(value)
+    return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf: "nan", "inf"
+
+
+class MetricWriter:
+    """Writes train/eval scalars to workdir/metrics.jsonl, workdir/tensorboard/ and a progress bar."""
+
+    def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
+                 enabled: bool = True, progress: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._file = self._tensorboard = self._bar = None
+        if not enabled:
+            return
+        self._file = open(self.path, "a", encoding="utf-8")
+        from tensorboardX import SummaryWriter  # deferred: import cost only for runs that log
+
+        self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step",
+                             dynamic_ncols=True, mininterval=1.0)
+        self._bar_step = initial_step
+
+    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
+        record.update({name: _jsonable(value) for name, value in scalars.items()})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for name, value in scalars.items():
+            self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
+        self._tensorboard.flush()
+
+    def progress(self, step: int, **postfix: str) -> None:
+        """Moves the bar to `step`, showing e.g. loss / tokens/s / MFU."""
+        if self._bar is None:
+            return
+        self._bar.update(step - self._bar_step)
+        self._bar_step = step
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
+
+    def message(self, text: str) -> None:
+        """A line on the console that does not break the bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._file is not None:
+            self._file.close()
+        self._file = self._tensorboard = self._bar = None
+
+
+def read_metrics(path: str) -> dict[str, dict[int, dict]]:
+    """{split: {step: record}}, the last line winning for repeated steps (after a resume)."""
+    out: dict[str, dict[int, dict]] = {}
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash mid-write; the rest of the file is still good
+            out.setdefault(record.get("split", "train"), {})[int(record["step"])] = record
+    return out

@@ -1,0 +1,157 @@
+"""THE train and eval steps of masked-LM pretraining: pure functions, jitted once.
+
+`train_step(state, batch, rng) -> (state, metrics)` does everything that changes per step on the
+device: fold the step into the rng, draw this step's masking (bertlab.data.masking), run the model
+on the masked batch with dropout, take the MLM (+ NSP) loss over the gathered masked positions
+only, accumulate gradients over micro-batches, apply the optimizer. Static settings (masking
+options, schedule, accumulation, NSP) are bound with functools.partial before a single jax.jit;
+the model and optimizer travel in the state (`apply_fn`, `tx`), so nothing is retraced per step.
+
+Sharding is not mentioned here: inputs arrive batch-sharded over the mesh and parameters
+replicated (bertlab.mesh), and XLA inserts the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from bertlab import losses
+from bertlab.data.masking import continuation_table, mask_tokens
+from bertlab.mesh import replicated
+
+MaskFn = Callable[[jax.Array, jax.Array, jax.Array], dict]
+
+
+def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) -> MaskFn:
+    """(rng, token_ids, attention_mask) -> mask_tokens(...) with this vocabulary's special ids."""
+    table = jnp.asarray(continuation_table(vocab)) if whole_word else None
+    return functools.partial(mask_tokens, mask_id=vocab.mask_id, vocab_size=len(vocab),
+                             special_ids=tuple(vocab.special_ids), rate=float(rate),
+                             max_predictions=int(max_predictions), whole_word=bool(whole_word),
+                             continuation_table=table)
+
+
+def masked_inputs(batch: dict, rng: jax.Array, mask_fn: MaskFn) -> dict:
+    """The model inputs and targets of one batch under this rng's masking.
+
+    `example_weights` (B,), when the batch has it, zeroes padding rows (eval's last batch)."""
+    masked = mask_fn(rng, batch["token_ids"], batch["attention_mask"])
+    batch_size = batch["token_ids"].shape[0]
+    example_weights = batch.get("example_weights", jnp.ones((batch_size,), jnp.float32))
+    return {
+        "input_ids": masked["input_ids"],                     # (B, T)
+        "segment_ids": batch["segment_ids"],                  # (B, T)
+        "attention_mask": batch["attention_mask"],            # (B, T)
+        "masked_positions": masked["masked_positions"],       # (B, P)
+        "masked_labels": masked["masked_labels"],             # (B, P)
+        "masked_weights": masked["masked_weights"] * example_weights[:, None],  # (B, P)
+        "nsp_labels": batch["nsp_labels"],                    # (B,)
+        "example_weights": example_weights.astype(jnp.float32),  # (B,)
+    }
+
+
+def forward_sums(params, apply_fn, inputs: dict, *, with_nsp: bool, deterministic: bool,
+                 dropout_rng: jax.Array | None = None) -> dict:
+    """Summed loss statistics of one (micro-)batch (see bertlab.losses)."""
+    outputs = apply_fn({"params": params}, inputs["input_ids"], inputs["segment_ids"],
+                       inputs["attention_mask"], inputs["masked_positions"],
+                       deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": dropout_rng})
+    sums = losses.masked_lm_sums(outputs["mlm_logits"], inputs["masked_labels"],
+                                 inputs["masked_weights"])
+    if with_nsp:
+        sums.update(losses.next_sentence_sums(outputs["nsp_logits"], inputs["nsp_labels"],
+                                              inputs["example_weights"]))
+    return sums
+
+
+def _zeros_like_sums(with_nsp: bool) -> dict:
+    names = ["mlm_loss_sum", "mlm_weight", "mlm_correct"]
+    names += ["nsp_loss_sum", "nsp_weight", "nsp_correct"] if with_nsp else []
+    return {name: jnp.zeros((), jnp.float32) for name in names}
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskFn,
+               schedule: Callable, grad_accum_steps: int, with_nsp: bool
+               ) -> tuple[TrainState, dict]:
+    """One optimizer update on `batch` (B sequences, split into grad_accum_steps micro-batches)."""
+    rng = jax.random.fold_in(rng, state.step)
+    mask_rng, dropout_rng = jax.random.split(rng)
+    # Masking the whole batch first makes k micro-batches see exactly the big batch's targets.
+    inputs = masked_inputs(batch, mask_rng, mask_fn)
+    mlm_denominator = jnp.sum(inputs["masked_weights"]) + losses.MLM_DENOMINATOR_EPS
+    nsp_denominator = jnp.maximum(jnp.sum(inputs["example_weights"]), 1.0)
+
+    k = grad_accum_steps
+    # Row j*k + i goes to micro-batch i, so each device keeps a share of every micro-batch.
+    micro = jax.tree_util.tree_map(
+        lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1), inputs)  # (k, B/k, ...)
+
+    def micro_loss(params, micro_inputs, micro_rng):
+        sums = forward_sums(params, state.apply_fn, micro_inputs, with_nsp=with_nsp,
+                            deterministic=False, dropout_rng=micro_rng)
+        loss = sums["mlm_loss_sum"] / mlm_denominator  # normalised by the WHOLE batch's totals
+        if with_nsp:
+            loss = loss + sums["nsp_loss_sum"] / nsp_denominator
+        return loss, sums
+
+    def accumulate(carry, xs):
+        grads_total, sums_total = carry
+        index, micro_inputs = xs
+        grads, sums = jax.grad(micro_loss, has_aux=True)(
+            state.params, micro_inputs, jax.random.fold_in(dropout_rng, index))
+        add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+        return (add(grads_total, grads), add(sums_total, sums)), None
+
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, _zeros_like_sums(with_nsp)),
+                                    (jnp.arange(k), micro), unroll=k == 1)
+    metrics = losses.mean_losses(sums)
+    metrics["mlm_accuracy"] = sums["mlm_correct"] / jnp.maximum(sums["mlm_weight"], 1.0)
+    if with_nsp:
+        metrics["nsp_accuracy"] = sums["nsp_correct"] / jnp.maximum(sums["nsp_weight"], 1.0)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = schedule(state.step)
+    return state.apply_gradients(grads=grads), metrics
+
+
+def eval_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskFn,
+              with_nsp: bool) -> dict:
+    """Summed statistics of one held-out batch; the caller passes a fixed rng per batch index, so
+    every evaluation masks the same tokens and numbers are comparable across steps."""
+    inputs = masked_inputs(batch, rng, mask_fn)
+    return forward_sums(state.params, state.apply_fn, inputs, with_nsp=with_nsp,
+                        deterministic=True)
+
+
+def eval_metrics(sums: dict) -> dict:
+    """Held-out MLM loss, perplexity and masked accuracy (+ NSP) from summed statistics."""
+    sums = {name: jnp.asarray(value, jnp.float32) for name, value in sums.items()}
+    metrics = losses.mean_losses(sums)
+    out = {"mlm_loss": metrics["mlm_loss"], "perplexity": jnp.exp(metrics["mlm_loss"]),
+           "mlm_accuracy": sums["mlm_correct"] / jnp.maximum(sums["mlm_weight"], 1.0),
+           "masked_tokens": sums["mlm_weight"]}
+    if "nsp_loss_sum" in sums:
+        out["nsp_loss"] = metrics["nsp_loss"]
+        out["nsp_accuracy"] = sums["nsp_correct"] / jnp.maximum(sums["nsp_weight"], 1.0)
+        out["loss"] = metrics["loss"]
+    return {name: float(value) for name, value in out.items()}
+
+
+def jit_train_step(*, mask_fn: MaskFn, schedule: Callable, grad_accum_steps: int,
+                   with_nsp: bool, mesh) -> Callable:
+    """train_step with its settings bound, compiled once; the state is donated (updated in place)."""
+    step = functools.partial(train_step, mask_fn=mask_fn, schedule=schedule,
+                             grad_accum_steps=grad_accum_steps, with_nsp=with_nsp)
+    return jax.jit(step, donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
+
+
+def jit_eval_step(*, mask_fn: MaskFn, with_nsp: bool, mesh) -> Callable:
+    step = functools.partial(eval_step, mask_fn=mask_fn, with_nsp=with_nsp)
+    return jax.jit(step, out_shardings=replicated(mesh))

@@ -1,0 +1,54 @@
+"""Creating the training state (flax's TrainState: step, params, opt_state, apply_fn, tx),
+directly replicated over the mesh.
+
+The step counter is an int32 array from the start: a Python int would give the first call of the
+jitted step a different input type than every later call, and compile it twice.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from bertlab.mesh import replicated
+
+
+def init_params(model, rng: jax.Array, *, seq_len: int, num_predictions: int, mesh):
+    """The model's freshly initialised parameters, created replicated on the mesh."""
+    token_ids = jnp.zeros((1, seq_len), jnp.int32)  # (1, T): shapes only matter for init
+    positions = jnp.zeros((1, num_predictions), jnp.int32)  # (1, P)
+
+    def init(key):
+        return model.init({"params": key}, token_ids, token_ids, jnp.ones_like(token_ids),
+                          positions, deterministic=True)["params"]
+
+    return jax.jit(init, out_shardings=replicated(mesh))(rng)
+
+
+def create_train_state(model, tx: optax.GradientTransformation, params, *, step: int = 0,
+                       opt_state=None, mesh) -> TrainState:
+    """A TrainState around `params` (replicated), with a fresh optimizer state unless given."""
+    rep = replicated(mesh)
+    if opt_state is None:
+        opt_state = jax.jit(tx.init, out_shardings=rep)(params)
+    return TrainState(step=jax.device_put(jnp.asarray(step, jnp.int32), rep), apply_fn=model.apply,
+                      params=params, tx=tx, opt_state=opt_state)
+
+
+def abstract_train_state(model, tx: optax.GradientTransformation, *, seq_len: int,
+                         num_predictions: int, mesh) -> tuple:
+    """(params, opt_state) as ShapeDtypeStructs with shardings: the restore target, with no
+    computation and no memory spent on a throw-away initialisation."""
+    rep = replicated(mesh)
+    token_ids = jnp.zeros((1, seq_len), jnp.int32)
+    positions = jnp.zeros((1, num_predictions), jnp.int32)
+    params = jax.eval_shape(lambda key: model.init({"params": key}, token_ids, token_ids,
+                                                   jnp.ones_like(token_ids), positions,
+                                                   deterministic=True)["params"],
+                            jax.random.PRNGKey(0))
+    opt_state = jax.eval_shape(tx.init, params)
+    with_sharding = lambda tree: jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree)
+    return with_sharding(params), with_sharding(opt_state)

