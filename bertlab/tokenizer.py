@@ -166,7 +166,7 @@ def is_control(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Cf")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1 << 16)
 def is_punctuation(char: str) -> bool:
     # ASCII non-letter/number symbols such as ^ $ ` count as punctuation too, as in the original.
     cp = ord(char)
@@ -185,9 +185,9 @@ def is_cjk(cp: int) -> bool:
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1 << 16)
 def _clean_char(char: str) -> str:
-    # Memoised per character: real text uses few distinct characters, and map() over an
+    # Memoised per character (bounded): real text uses few distinct characters, and map() over an
     # lru_cache wrapper stays in C, which makes clean_text ~10x faster than a plain loop.
     if char == "\x00" or char == "\ufffd" or is_control(char):
         return ""
@@ -199,7 +199,7 @@ def clean_text(text: str) -> str:
     return "".join(map(_clean_char, text))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=1 << 16)
 def _pad_cjk_char(char: str) -> str:
     return f" {char} " if is_cjk(ord(char)) else char
 

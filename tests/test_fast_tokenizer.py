@@ -1,0 +1,106 @@
+"""The fast batch path must give exactly the pure path's ids. Its one assumption (a text the
+routing check lets through splits into the same chunks with str.split() as with the original's
+clean/pad/split) is checked for every code point, then the whole path on hard strings, random
+strings and real text."""
+
+import random
+import sys
+
+import pytest
+
+from bertlab import tokenizer as tk
+from bertlab.data.text import default_corpus_files, iter_lines
+from bertlab.fast_tokenizer import encode_batch_fast, needs_pure_path
+from bertlab.tokenizer import SPECIAL_TOKENS, Tokenizer, load_vocab, vocab_from_tokens
+
+TINY = [*SPECIAL_TOKENS, "the", "a", "##b", "x", "##x", "!", ".", "[", "]", "mask", "中", "e",
+        "##s", "cafe", "café", "hello", "world", "ab", "##c"]
+
+# (text, why it must take the pure path) — one per class of character the text-level steps touch.
+DIRTY = [
+    ("a\x00b", "NUL is deleted, gluing a and b"),
+    ("a\x0bb", "vertical tab: str.split() splits, BERT deletes (control)"),
+    ("a\x1cb", "file separator: str.split() splits, BERT deletes"),
+    ("a\x85b", "NEL (C1 control): str.split() splits, BERT deletes"),
+    ("a\x7fb", "DEL is a control character"),
+    ("a\u200db", "zero-width joiner is a format character (Cf): deleted"),
+    ("a\u00adb", "soft hyphen (Cf): deleted"),
+    ("a\ufeffb", "BOM / ZWNBSP (Cf): deleted"),
+    ("a\ufffdb", "U+FFFD is deleted"),
+    ("a中b", "CJK ideographs get spaces around them"),
+    ("a\U00020000b", "CJK extension B"),
+    ("a\uf900b", "CJK compatibility ideograph"),
+    ("the [MASK].", "typed special token"),
+    ("x[SEP]x", "typed special token glued to text"),
+    ("tab\tthen\u200bzero-width", "non-printable text with a Cf inside"),
+]
+CLEAN = ["plain ascii text.", "em—dash ‘quotes’ • bullet ½", "tab\tand\nnewline\r\n",
+         "nbsp\u00a0and\u3000ideographic space", "line\u2028separator", "café naïve ΟΔΟΣ",
+         "[mask] lower-case is not special", "a [ b ] c", "", "   "]
+
+
+@pytest.fixture(params=[(True, False), (False, False), (True, True)],
+                ids=["uncased", "cased", "split-specials"])
+def tiny(request):
+    lower_case, split_special = request.param
+    return Tokenizer(vocab_from_tokens(TINY), lower_case, split_special_tokens=split_special)
+
+
+def test_every_code_point_routes_or_splits_like_the_original():
+    """For every code point c: either "a{c}b" is routed to the pure path, or cleaning and CJK
+    padding change nothing that str.split() would see. (Casing plays no part in routing.)"""
+    tiny = Tokenizer(vocab_from_tokens(TINY))
+    clean_char = tk._clean_char.__wrapped__  # uncached: keeps the memo small
+    pad_char = tk._pad_cjk_char.__wrapped__
+    routed = 0
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        text = f"a{c}b"
+        if needs_pure_path(tiny, text):
+            routed += 1
+            continue
+        assert ("a" + pad_char(clean_char(c)) + "b").split() == text.split(), hex(cp)
+    assert 200 < routed < 100_000  # the controls, format characters and ideographs
+
+
+@pytest.mark.parametrize("text, why", DIRTY, ids=[why for _, why in DIRTY])
+def test_dirty_texts_take_the_pure_path(tiny, text, why):
+    if tiny.split_special_tokens and "[" in text and text.isprintable():
+        assert not needs_pure_path(tiny, text)  # nothing special to find
+    else:
+        assert needs_pure_path(tiny, text), why
+    assert encode_batch_fast(tiny, [text]) == [tiny.encode(text)]
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_clean_texts_take_the_fast_path(tiny, text):
+    assert not needs_pure_path(tiny, text)
+    assert encode_batch_fast(tiny, [text]) == [tiny.encode(text)]
+
+
+def test_random_strings_match_the_pure_path(tiny):
+    rng = random.Random(1234)
+    alphabet = (list("abcex .,![]") + ["[MASK]", "[SEP]", "[mask]", "中", "é", "e\u0301", "Σ",
+                "\x00", "\x0b", "\x1c", "\x85", "\u200d", "\u00ad", "\ufffd", "\t", "\n",
+                "\u00a0", "\u2028", "\u3000", "ａ", "😀", "—", "ß", "İ", "\ud800"])
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+             for _ in range(3000)]
+    expected = [Tokenizer(tiny.vocab, tiny.lower_case,
+                          split_special_tokens=tiny.split_special_tokens).encode(t) for t in texts]
+    assert encode_batch_fast(tiny, texts) == expected
+    assert tiny.encode_batch(texts, fast=True) == tiny.encode_batch(texts, fast=False) == expected
+
+
+def test_fast_path_matches_pure_path_on_sotu(uncased_vocab_path, cased_vocab_path):
+    lines = [line for line in iter_lines(default_corpus_files()) if line][::5]  # ~5,200 lines
+    for path in (uncased_vocab_path, cased_vocab_path):
+        fast, pure = Tokenizer.from_file(path), Tokenizer.from_file(path)
+        assert fast.encode_batch(lines, fast=True) == pure.encode_batch(lines, fast=False), path
+
+
+def test_real_vocab_hard_strings(uncased_vocab_path):
+    vocab = load_vocab(uncased_vocab_path)
+    for lower_case in (True, False):
+        texts = [t for t, _ in DIRTY] + CLEAN
+        fast = Tokenizer(vocab, lower_case).encode_batch(texts, fast=True)
+        assert fast == [Tokenizer(vocab, lower_case).encode(t) for t in texts]
