@@ -12,7 +12,7 @@ import pytest
 from bertlab.commands import create_data as cli
 from bertlab.data import pretraining as pt
 from bertlab.data.pretraining import (Document, DocumentReservoir, create_pretraining_data,
-                                      document_chunks, document_pairs, pack_pair, truncate_pair,
+                                      document_chunks, document_pairs, pack_pairs, truncate_pair,
                                       truncation_cuts)
 from bertlab.data.shards import ShardedExamples, ShardError
 from bertlab.data.text import CorpusError
@@ -120,11 +120,12 @@ def test_pairs_by_hand_without_next_sentence():
     assert {last for n, _, last in seen if n == 3} == {6, 7, 8}
 
 
-def test_pack_pair_layout():
-    tokens, segments = pack_pair(np.array([7, 8]), np.array([9]), CLS, SEP)
-    assert tokens.tolist() == [CLS, 7, 8, SEP, 9, SEP] and segments.tolist() == [0, 0, 0, 0, 1, 1]
-    tokens, segments = pack_pair(np.array([7]), np.array([], np.int32), CLS, SEP)
-    assert tokens.tolist() == [CLS, 7, SEP] and segments.tolist() == [0, 0, 0]
+def test_pack_pairs_layout():
+    pairs = [(np.array([7, 8]), np.array([9]), True), (np.array([5]), np.array([], np.int32), False)]
+    tokens, segments, lengths, nsp = pack_pairs(pairs, CLS, SEP)
+    assert tokens.tolist() == [CLS, 7, 8, SEP, 9, SEP] + [CLS, 5, SEP]
+    assert segments.tolist() == [0, 0, 0, 0, 1, 1] + [0, 0, 0]
+    assert lengths.tolist() == [6, 3] and nsp.tolist() == [1, 0]
 
 
 def test_short_seq_prob_shortens_targets():

@@ -41,10 +41,12 @@ refuses a split whose dataset has no meta.json.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -97,25 +99,79 @@ def document_chunks(documents: Iterable[list[str]], max_lines: int) -> Iterator[
         yield chunk
 
 
-def tokenize_documents(docs: Sequence[list[str]], tokenizer) -> list[Document]:
-    """One encode_batch call for all lines of the chunk; lines without tokens are dropped (as the
-    original does), which can leave a Document with no sentences. Aligned with `docs`."""
-    lines = [line for doc in docs for line in doc]
+def encode_lines(tokenizer, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One encode_batch call: (all ids laid end to end (N,) int32, ids per line (lines,) int64).
+
+    Flat arrays, because they are what a worker process sends back cheaply."""
     ids = tokenizer.encode_batch(lines)
-    lengths = [len(x) for x in ids]
-    flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=sum(lengths))
+    lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
+    return np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=int(lengths.sum())), lengths
+
+
+def split_documents(flat: np.ndarray, line_lengths: np.ndarray,
+                    lines_per_document: Sequence[int]) -> list[Document]:
+    """Cuts a chunk's flat ids into Documents. Lines without tokens are dropped (as the original
+    does), which can leave a Document with no sentences."""
     out = []
     line = offset = 0
-    for doc in docs:
+    for count in lines_per_document:
         bounds = [0]
-        for length in lengths[line:line + len(doc)]:
+        for length in line_lengths[line:line + count].tolist():
             if length:
                 bounds.append(bounds[-1] + length)
-        line += len(doc)
+        line += count
         # A copy, so a document kept in the NSP reservoir does not pin the whole chunk's array.
         out.append(Document(flat[offset:offset + bounds[-1]].copy(), tuple(bounds)))
         offset += bounds[-1]
     return out
+
+
+def tokenize_documents(docs: Sequence[list[str]], tokenizer) -> list[Document]:
+    """Documents (lists of lines) -> Documents, with one encode_batch call; aligned with docs."""
+    flat, lengths = encode_lines(tokenizer, [line for doc in docs for line in doc])
+    return split_documents(flat, lengths, [len(doc) for doc in docs])
+
+
+_worker_tokenizer = None  # set in each worker process by _start_worker
+
+
+def _start_worker(tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _encode_in_worker(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return encode_lines(_worker_tokenizer, lines)
+
+
+def encoded_chunks(chunks: Iterable[list[list[str]]], tokenizer, workers: int = 0,
+                   ) -> Iterator[tuple[list[int], int, np.ndarray, np.ndarray]]:
+    """(lines per document, characters, flat ids, ids per line) for each chunk, in corpus order.
+
+    workers=0 tokenises here; workers=N hands chunks to N processes (the tokenizer is pure Python,
+    so threads would not run in parallel) and keeps at most 2N chunks in flight, so memory stays
+    bounded and the result is identical whatever N is."""
+    def describe(chunk):
+        lines = [line for doc in chunk for line in doc]
+        return [len(doc) for doc in chunk], sum(map(len, lines)) + len(lines), lines
+
+    if workers == 0:
+        for chunk in chunks:
+            lines_per_doc, chars, lines = describe(chunk)
+            yield (lines_per_doc, chars, *encode_lines(tokenizer, lines))
+        return
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once jax/tf threads exist
+    with context.Pool(workers, initializer=_start_worker, initargs=(tokenizer,)) as pool:
+        in_flight: collections.deque = collections.deque()
+        for chunk in chunks:
+            lines_per_doc, chars, lines = describe(chunk)
+            in_flight.append((lines_per_doc, chars, pool.apply_async(_encode_in_worker, (lines,))))
+            if len(in_flight) >= 2 * workers:
+                lines_per_doc, chars, result = in_flight.popleft()
+                yield (lines_per_doc, chars, *result.get())
+        while in_flight:
+            lines_per_doc, chars, result = in_flight.popleft()
+            yield (lines_per_doc, chars, *result.get())
 
 
 class DocumentReservoir:
@@ -223,14 +279,30 @@ def document_pairs(doc: Document, rng: random.Random, *, max_seq_length: int,
     return pairs
 
 
-def pack_pair(a: np.ndarray, b: np.ndarray, cls_id: int, sep_id: int,
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """[CLS] A [SEP] B [SEP] (or [CLS] A [SEP] when B is empty) and its segment ids."""
+def pack_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray, bool]], cls_id: int, sep_id: int,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """[CLS] A [SEP] B [SEP] (or [CLS] A [SEP] when B is empty) for many pairs at once.
+
+    Returns tokens and segment ids laid end to end (total,) int32 / int8, lengths (n,) int64 and
+    nsp labels (n,) int8: the ShardWriter.add_batch layout, built with one concatenate."""
     cls, sep = np.array([cls_id], np.int32), np.array([sep_id], np.int32)
-    tokens = np.concatenate((cls, a, sep, b, sep) if len(b) else (cls, a, sep))
-    segments = np.zeros(len(tokens), np.int8)
-    segments[len(a) + 2:] = 1
-    return tokens, segments
+    pieces: list[np.ndarray] = []
+    lengths, first_lengths, labels = [], [], []
+    for a, b, is_random in pairs:
+        if len(b):
+            pieces += (cls, a, sep, b, sep)
+            lengths.append(len(a) + len(b) + 3)
+        else:
+            pieces += (cls, a, sep)
+            lengths.append(len(a) + 2)
+        first_lengths.append(len(a) + 2)  # [CLS] A [SEP] is segment 0
+        labels.append(is_random)
+    tokens = np.concatenate(pieces).astype(np.int32, copy=False) if pieces else np.zeros(0, np.int32)
+    lengths = np.array(lengths, np.int64)
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(len(tokens)) - np.repeat(starts, lengths)  # (total,) index in example
+    segments = (position >= np.repeat(np.array(first_lengths, np.int64), lengths)).astype(np.int8)
+    return tokens, segments, lengths, np.array(labels, np.int8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,7 +363,7 @@ def vocab_sha256(vocab) -> str:
 
 
 def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
-                chunk_lines, reservoir_documents, next_sentence) -> None:
+                chunk_lines, reservoir_documents, next_sentence, workers) -> None:
     if max_seq_length < 5:
         raise ValueError(f"max_seq_length must be >= 5 ([CLS] a [SEP] b [SEP]), got {max_seq_length}")
     if not 0.0 <= short_seq_prob <= 1.0:
@@ -304,6 +376,8 @@ def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, exa
         raise ValueError("examples_per_shard and chunk_lines must be >= 1")
     if next_sentence and reservoir_documents < 1:
         raise ValueError("next_sentence needs reservoir_documents >= 1")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,78 +390,27 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                             seed: int = 12345, doc_boundary: str = "blank",
                             examples_per_shard: int = 1 << 16, overwrite: bool = False,
                             progress: bool = True, chunk_lines: int = 8192,
-                            reservoir_documents: int = 10_000) -> dict:
+                            reservoir_documents: int = 10_000, workers: int = 0) -> dict:
     """Writes out_dir/{train,eval}/ (shards.py format) and out_dir/meta.json; returns a summary.
 
     files may hold corpus files, directories, globs or "default" (resolve_corpus). Peak memory is
-    about chunk_lines lines + 2 shard buffers (examples_per_shard * max_seq_length * 3 bytes each)
-    + reservoir_documents documents when next_sentence is on."""
+    about (1 + 2 * workers) chunks of chunk_lines lines, 2 shard buffers (examples_per_shard *
+    max_seq_length * 3 bytes each) and, with next_sentence, reservoir_documents documents per
+    split. workers > 0 tokenises in that many processes; the output does not depend on it."""
     _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
-                chunk_lines, reservoir_documents, next_sentence)
-    from tqdm import tqdm
-
+                chunk_lines, reservoir_documents, next_sentence, workers)
     started = time.perf_counter()
     files = resolve_corpus(list(files))
-    vocab = tokenizer.vocab
     out_dir = os.fspath(out_dir)
     staging, created_out_dir = _start_staging(out_dir, overwrite)
     try:
-        stats = ReadStats()
-        writers = {split: ShardWriter(os.path.join(staging, split), max_seq_length=max_seq_length,
-                                      vocab_size=len(vocab), pad_id=vocab.pad_id,
-                                      examples_per_shard=examples_per_shard,
-                                      metadata={"split": split, "next_sentence": next_sentence})
-                   for split in SPLITS}
-        reservoirs = {split: DocumentReservoir(reservoir_documents if next_sentence else 0,
-                                               random.Random(f"bertlab-reservoir:{seed}:{split}"))
-                      for split in SPLITS}
-        split_rng = random.Random(f"bertlab-eval-split:{seed}")
-        build_rng = random.Random(f"bertlab-examples:{seed}")
-        counts = {"corpus_tokens": 0, "empty_documents": 0, "peak_buffered_documents": 0,
-                  "peak_buffered_lines": 0, **{f"{s}_documents": 0 for s in SPLITS}}
-        bar = tqdm(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True,
-                   desc="create-data", disable=not progress, file=sys.stderr, leave=False)
-        for chunk in document_chunks(iter_documents(files, stats, doc_boundary), chunk_lines):
-            counts["peak_buffered_documents"] = max(counts["peak_buffered_documents"], len(chunk))
-            counts["peak_buffered_lines"] = max(counts["peak_buffered_lines"],
-                                                sum(len(doc) for doc in chunk))
-            splits = ["eval" if split_rng.random() < eval_fraction else "train" for _ in chunk]
-            docs = tokenize_documents(chunk, tokenizer)
-            for doc, split in zip(docs, splits):
-                if doc.num_sentences and next_sentence:
-                    reservoirs[split].add(doc)
-            for doc, split in zip(docs, splits):
-                if not doc.num_sentences:
-                    counts["empty_documents"] += 1
-                    continue
-                counts[f"{split}_documents"] += 1
-                counts["corpus_tokens"] += len(doc.tokens)
-                pairs = document_pairs(
-                    doc, build_rng, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
-                    next_sentence=next_sentence,
-                    random_document=lambda rng, pool=reservoirs[split], d=doc: pool.sample(rng, d))
-                writer = writers[split]
-                for a, b, is_random in pairs:
-                    writer.add(*pack_pair(a, b, vocab.cls_id, vocab.sep_id), int(is_random))
-            bar.update(sum(len(line) + 1 for doc in chunk for line in doc))
-            bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
-        bar.close()
-        index = {split: writers[split].close() for split in SPLITS}
-        if index["train"]["num_examples"] == 0:
-            raise CorpusError(
-                f"{files[0] if len(files) == 1 else f'{len(files)} corpus files'}: yields zero "
-                f"training examples ({stats.lines} lines, {stats.documents} documents, "
-                f"{counts['corpus_tokens']} tokens, {index['eval']['num_examples']} eval examples)")
-        summary = {
-            "out_dir": out_dir,
-            "train_examples": index["train"]["num_examples"],
-            "eval_examples": index["eval"]["num_examples"],
-            "train_tokens": index["train"]["num_tokens"],
-            "eval_tokens": index["eval"]["num_tokens"],
-            **counts,
-            "files": stats.files, "lines": stats.lines, "documents": stats.documents,
-            "invalid_bytes_replaced": stats.invalid_bytes_replaced,
-        }
+        summary = _write_splits(files, tokenizer, staging, max_seq_length=max_seq_length,
+                                short_seq_prob=short_seq_prob, next_sentence=next_sentence,
+                                eval_fraction=eval_fraction, seed=seed, doc_boundary=doc_boundary,
+                                examples_per_shard=examples_per_shard, progress=progress,
+                                chunk_lines=chunk_lines, reservoir_documents=reservoir_documents,
+                                workers=workers)
+        vocab = tokenizer.vocab
         meta = {
             "format": FORMAT, "version": VERSION,
             "max_seq_length": max_seq_length, "vocab_size": len(vocab),
@@ -395,7 +418,7 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
             "lower_case": getattr(tokenizer, "lower_case", None), "next_sentence": next_sentence,
             "special_ids": {"pad": vocab.pad_id, "cls": vocab.cls_id, "sep": vocab.sep_id,
                             "mask": vocab.mask_id},
-            "counts": {k: v for k, v in summary.items() if k != "out_dir"},
+            "counts": summary,
             "args": {"files": list(files), "max_seq_length": max_seq_length,
                      "short_seq_prob": short_seq_prob, "next_sentence": next_sentence,
                      "eval_fraction": eval_fraction, "seed": seed, "doc_boundary": doc_boundary,
@@ -409,6 +432,73 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
             os.rmdir(out_dir)
         raise
     seconds = time.perf_counter() - started
-    summary["seconds"] = round(seconds, 3)
-    summary["tokens_per_second"] = round(counts["corpus_tokens"] / max(seconds, 1e-9))
-    return summary
+    return {"out_dir": out_dir, **summary, "seconds": round(seconds, 3),
+            "tokens_per_second": round(summary["corpus_tokens"] / max(seconds, 1e-9))}
+
+
+def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, next_sentence,
+                  eval_fraction, seed, doc_boundary, examples_per_shard, progress, chunk_lines,
+                  reservoir_documents, workers) -> dict:
+    """Streams the corpus into staging/{train,eval}; returns the counts for meta.json."""
+    from tqdm import tqdm
+
+    vocab = tokenizer.vocab
+    stats = ReadStats()
+    writers = {split: ShardWriter(os.path.join(staging, split), max_seq_length=max_seq_length,
+                                  vocab_size=len(vocab), pad_id=vocab.pad_id,
+                                  examples_per_shard=examples_per_shard,
+                                  metadata={"split": split, "next_sentence": next_sentence})
+               for split in SPLITS}
+    reservoirs = {split: DocumentReservoir(reservoir_documents if next_sentence else 0,
+                                           random.Random(f"bertlab-reservoir:{seed}:{split}"))
+                  for split in SPLITS}
+    split_rng = random.Random(f"bertlab-eval-split:{seed}")
+    build_rng = random.Random(f"bertlab-examples:{seed}")
+    counts = collections.Counter()
+    peak = {"peak_buffered_documents": 0, "peak_buffered_lines": 0}
+    chunks = document_chunks(iter_documents(files, stats, doc_boundary), chunk_lines)
+    with tqdm(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True,
+              desc="create-data", disable=not progress, file=sys.stderr, leave=False) as bar:
+        for lines_per_doc, chars, flat, line_lengths in encoded_chunks(chunks, tokenizer, workers):
+            peak["peak_buffered_documents"] = max(peak["peak_buffered_documents"], len(lines_per_doc))
+            peak["peak_buffered_lines"] = max(peak["peak_buffered_lines"], sum(lines_per_doc))
+            docs = split_documents(flat, line_lengths, lines_per_doc)
+            splits = ["eval" if split_rng.random() < eval_fraction else "train" for _ in docs]
+            if next_sentence:  # the whole chunk joins the pools before any B is drawn
+                for doc, split in zip(docs, splits):
+                    if doc.num_sentences:
+                        reservoirs[split].add(doc)
+            pairs: dict[str, list] = {split: [] for split in SPLITS}
+            for doc, split in zip(docs, splits):
+                if not doc.num_sentences:
+                    counts["empty_documents"] += 1
+                    continue
+                counts[f"{split}_documents"] += 1
+                counts["corpus_tokens"] += len(doc.tokens)
+                pool = reservoirs[split]
+                pairs[split] += document_pairs(
+                    doc, build_rng, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
+                    next_sentence=next_sentence,
+                    random_document=lambda rng, pool=pool, doc=doc: pool.sample(rng, doc))
+            for split in SPLITS:
+                if pairs[split]:
+                    writers[split].add_batch(*pack_pairs(pairs[split], vocab.cls_id, vocab.sep_id))
+            bar.update(chars)
+            bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
+    index = {split: writers[split].close() for split in SPLITS}
+    if index["train"]["num_examples"] == 0:
+        where = files[0] if len(files) == 1 else f"{len(files)} corpus files"
+        raise CorpusError(f"{where}: yields zero training examples ({stats.lines} lines, "
+                          f"{stats.documents} documents, {counts['corpus_tokens']} tokens, "
+                          f"{index['eval']['num_examples']} eval examples)")
+    return {
+        "train_examples": index["train"]["num_examples"],
+        "eval_examples": index["eval"]["num_examples"],
+        "train_tokens": index["train"]["num_tokens"],
+        "eval_tokens": index["eval"]["num_tokens"],
+        "corpus_tokens": counts["corpus_tokens"],
+        "train_documents": counts["train_documents"], "eval_documents": counts["eval_documents"],
+        "empty_documents": counts["empty_documents"], **peak,
+        "files": stats.files, "lines": stats.lines, "documents": stats.documents,
+        "invalid_bytes_replaced": stats.invalid_bytes_replaced,
+    }

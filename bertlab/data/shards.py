@@ -96,6 +96,34 @@ class ShardWriter:
         if self._count == self.examples_per_shard:
             self._flush()
 
+    def add_batch(self, token_ids: np.ndarray, segment_ids: np.ndarray, lengths: np.ndarray,
+                  nsp_labels: np.ndarray) -> None:
+        """Many examples laid end to end: token_ids / segment_ids (sum(lengths),), lengths and
+        nsp_labels (n,). One copy per shard touched instead of one per example."""
+        lengths = np.asarray(lengths, np.int64)
+        if len(lengths) and (lengths.min() < 1 or lengths.max() > self.max_seq_length):
+            raise ValueError(f"example lengths must be in [1, max_seq_length "
+                             f"{self.max_seq_length}], got {lengths.min()}..{lengths.max()}")
+        if len(token_ids) != lengths.sum() or len(segment_ids) != len(token_ids):
+            raise ValueError(f"{len(token_ids)} token ids / {len(segment_ids)} segment ids for "
+                             f"examples of {lengths.sum()} tokens in all")
+        done = taken = 0
+        while done < len(lengths):
+            n = min(self.examples_per_shard - self._count, len(lengths) - done)
+            sizes = lengths[done:done + n]
+            start = self._offsets[self._count]
+            ends = start + np.cumsum(sizes)  # (n,)
+            total = int(ends[-1] - start)
+            self._tokens[start:start + total] = token_ids[taken:taken + total]
+            self._segments[start:start + total] = segment_ids[taken:taken + total]
+            self._offsets[self._count + 1:self._count + 1 + n] = ends
+            self._nsp[self._count:self._count + n] = nsp_labels[done:done + n]
+            self._count += n
+            done += n
+            taken += total
+            if self._count == self.examples_per_shard:
+                self._flush()
+
     def _flush(self) -> None:
         if self._count == 0:
             return
