@@ -181,3 +181,20 @@ def test_iterator_argument_errors(tmp_path):
         BatchIterator(data, 8, 0)
     with pytest.raises(ValueError, match="lacks"):
         BatchIterator.from_state(data, 2, 0, {"epoch": 1})
+
+
+def test_add_batch_equals_adding_one_by_one(tmp_path):
+    one = write_split(tmp_path / "one", 23, examples_per_shard=5)
+    split = os.path.join(tmp_path, "batch", "train")
+    writer = ShardWriter(split, max_seq_length=T, vocab_size=1000, examples_per_shard=5)
+    for batch in (range(0, 3), range(3, 17), range(17, 23)):  # batches straddle shard ends
+        examples = [example(i) for i in batch]
+        writer.add_batch(np.concatenate([e[0] for e in examples]),
+                         np.concatenate([e[1] for e in examples]),
+                         np.array([len(e[0]) for e in examples]), np.array([e[2] for e in examples]))
+    writer.close()
+    for name in sorted(os.listdir(one)):
+        assert open(os.path.join(one, name), "rb").read() == open(os.path.join(split, name), "rb").read()
+    with pytest.raises(ValueError, match="lengths must be in"):
+        writer2 = ShardWriter(str(tmp_path / "c"), max_seq_length=4, vocab_size=10)
+        writer2.add_batch(np.arange(5), np.zeros(5, np.int8), np.array([5]), np.array([0]))

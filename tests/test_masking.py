@@ -31,9 +31,19 @@ def random_batch(batch=1024, length=64, seed=0):
     return ids.astype(np.int32), mask, lengths
 
 
+STATIC = ("mask_id", "vocab_size", "special_ids", "rate", "max_predictions", "whole_word")
+jitted_mask_tokens = jax.jit(mask_tokens, static_argnames=STATIC)
+
+
 def run(rng, ids, mask, **kw):
+    """mask_tokens as a train step runs it (jitted), with numpy outputs. A special_ids array is
+    closed over, since arrays cannot be static arguments."""
     kw = {"mask_id": MASK, "vocab_size": V, "special_ids": SPECIALS, **kw}
-    return jax.tree.map(np.asarray, mask_tokens(rng, ids, mask, **kw))
+    if isinstance(kw["special_ids"], jax.Array):
+        specials = kw.pop("special_ids")
+        fn = jax.jit(lambda r, i, m: mask_tokens(r, i, m, special_ids=specials, **kw))
+        return jax.tree.map(np.asarray, fn(rng, ids, mask))
+    return jax.tree.map(np.asarray, jitted_mask_tokens(rng, ids, mask, **kw))
 
 
 def selected_matrix(out, shape):
