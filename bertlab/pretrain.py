@@ -1,0 +1,496 @@
+"""The masked-LM pretraining loop: `train_and_evaluate(config, workdir) -> final metrics`.
+
+Read top to bottom, a run is:
+
+1. prepare inputs: the vocabulary (given, or learned into workdir/vocab.txt) and the shards
+   (given as data.prepared, or created into workdir/data); both are reused on resume and checked
+   against the config;
+2. build the model, optimizer and mesh; restore the latest checkpoint in workdir/checkpoints
+   (after checking that it was made by a compatible config) or initialise;
+3. loop: batch -> jitted train_step; every log_every steps check the losses are finite and write
+   metrics; every eval_every steps evaluate on the held-out split (and redraw loss.png); every
+   checkpoint_every steps save. SIGTERM / SIGINT finish the current step, save and return.
+
+Resume order (what makes a resumed run bit-identical to an uninterrupted one): params, optimizer
+state and step come from the checkpoint; the base rng too (the step is folded into it, so
+masking and dropout continue the same stream); the data iterator restarts at the saved
+(epoch, position), and its epoch permutations depend only on data.seed.
+
+Workdir layout:
+
+    config.json         the full config of the latest (re)start
+    vocab.txt           the vocabulary (learned here, or a copy of data.vocab)
+    data/               shards + meta.json, unless data.prepared points elsewhere
+    checkpoints/<step>/ params, opt_state, meta (see bertlab.checkpoints.state)
+    metrics.jsonl       one JSON object per log / eval step
+    tensorboard/        the same scalars as TensorBoard events
+    loss.png            train and eval loss against step
+    final_metrics.json  what train_and_evaluate returned
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertlab import mesh as mesh_lib
+from bertlab import optimizer as optimizer_lib
+from bertlab import steps, train_state
+from bertlab.checkpoints import state as checkpoints
+from bertlab.data.iterator import BatchIterator
+from bertlab.data.shards import ShardedExamples
+from bertlab.metric_writer import METRICS_FILE, MetricWriter
+from bertlab.models import BertForPreTraining
+from bertlab.models.config import BertConfig, ConfigError, VARIANTS, config_from_dict, config_to_dict
+from bertlab.plots import LOSS_PLOT, plot_loss_curve
+from bertlab.tokenizer import Tokenizer, load_vocab, save_vocab
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
+DATA_DIR = "data"
+FINAL_METRICS_FILE = "final_metrics.json"
+MODEL_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+# Model keys that may change on resume: they shape no parameter.
+RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype")
+
+
+class PretrainConfigError(ValueError):
+    """A config value this run cannot use; the message names the key."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the message gives the step range and the last good checkpoint."""
+
+
+# --------------------------------------------------------------------------------------------
+# Config -> model config, and the checks that must pass before any work starts.
+# --------------------------------------------------------------------------------------------
+
+def model_config_from(config, vocab_size: int) -> BertConfig:
+    """BertConfig from the `model` group: the variant's sizes unless a size key is set."""
+    model = config.model
+    if model.variant not in VARIANTS:
+        raise PretrainConfigError(f"model.variant={model.variant!r} is not one of "
+                                  f"{', '.join(VARIANTS)}")
+    values = {key: value for key, value in model.items() if key != "variant"}
+    for key in MODEL_SIZE_KEYS:
+        if values[key] is None:
+            values[key] = VARIANTS[model.variant][key]
+    try:
+        return config_from_dict({**values, "vocab_size": vocab_size}, source="config.model")
+    except ConfigError as e:
+        raise PretrainConfigError(f"config.model: {e}".replace("BertConfig.", "model.")) from None
+
+
+def check_config(config) -> None:
+    """Value checks that name the key; run before anything is read or written."""
+    data, opt, train = config.data, config.optimizer, config.train
+    if not data.prepared and not [p for p in data.corpus.split(",") if p.strip()]:
+        raise PretrainConfigError("data.corpus is empty and no data.prepared directory is given")
+    if not 0.0 < data.mask_rate < 1.0:
+        raise PretrainConfigError(f"data.mask_rate={data.mask_rate} must be in (0, 1)")
+    if not 1 <= data.max_predictions <= data.max_seq_length:
+        raise PretrainConfigError(f"data.max_predictions={data.max_predictions} must be in "
+                                  f"[1, data.max_seq_length={data.max_seq_length}]")
+    if (config.model.position_embedding == "learned"
+            and data.max_seq_length > config.model.max_position_embeddings):
+        raise PretrainConfigError(f"data.max_seq_length={data.max_seq_length} exceeds "
+                                  f"model.max_position_embeddings="
+                                  f"{config.model.max_position_embeddings}")
+    if opt.name not in optimizer_lib.OPTIMIZERS:
+        raise PretrainConfigError(f"optimizer.name={opt.name!r} is not one of "
+                                  f"{', '.join(optimizer_lib.OPTIMIZERS)}")
+    if opt.grad_accum_steps < 1 or data.batch_size % opt.grad_accum_steps:
+        raise PretrainConfigError(f"data.batch_size={data.batch_size} must be a multiple of "
+                                  f"optimizer.grad_accum_steps={opt.grad_accum_steps} (>= 1)")
+    if train.num_steps < 1:
+        raise PretrainConfigError(f"train.num_steps={train.num_steps} must be >= 1")
+    if not 0 <= opt.warmup_steps <= train.num_steps:
+        raise PretrainConfigError(f"optimizer.warmup_steps={opt.warmup_steps} must be in "
+                                  f"[0, train.num_steps={train.num_steps}]")
+    for key in ("log_every", "keep_checkpoints"):
+        if train[key] < 1:
+            raise PretrainConfigError(f"train.{key}={train[key]} must be >= 1")
+    for key in ("eval_every", "eval_batches", "checkpoint_every", "stop_after"):
+        if train[key] < 0:
+            raise PretrainConfigError(f"train.{key}={train[key]} must be >= 0")
+    if train.peak_flops < 0:
+        raise PretrainConfigError(f"train.peak_flops={train.peak_flops} must be >= 0 (0: measure)")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: vocabulary and shards, made once per workdir and checked on every start.
+# --------------------------------------------------------------------------------------------
+
+def corpus_paths(data_config) -> list[str]:
+    return [p.strip() for p in data_config.corpus.split(",") if p.strip()]
+
+
+def prepare_vocab(data_config, workdir: str, *, log=print):
+    """workdir/vocab.txt: a copy of data.vocab, or learned from the corpus; (path, Vocab)."""
+    from bertlab.data.text import iter_lines, resolve_corpus
+
+    path = os.path.join(workdir, VOCAB_FILE)
+    if data_config.vocab:
+        if not os.path.isfile(data_config.vocab):
+            raise PretrainConfigError(f"data.vocab={data_config.vocab!r}: file not found")
+        vocab = load_vocab(data_config.vocab)
+        if os.path.exists(path):
+            if load_vocab(path).tokens != vocab.tokens:
+                raise PretrainConfigError(
+                    f"data.vocab={data_config.vocab!r} differs from {path}, the vocabulary this "
+                    f"workdir was made with; use a new --workdir")
+        else:
+            save_vocab(vocab, path)
+        return path, vocab
+    if os.path.exists(path):
+        return path, load_vocab(path)
+    if data_config.prepared:
+        raise PretrainConfigError(f"data.prepared={data_config.prepared!r} needs data.vocab, the "
+                                  "vocab.txt the shards were made with")
+    from bertlab.vocab import learn_vocab
+
+    files = resolve_corpus(corpus_paths(data_config))
+    log(f"learning a {data_config.vocab_size}-entry WordPiece vocabulary from {len(files)} file(s)")
+    vocab = learn_vocab(iter_lines(files), data_config.vocab_size,
+                        lower_case=data_config.lower_case, progress=True)
+    save_vocab(vocab, path)
+    return path, load_vocab(path)
+
+
+# Data settings that shape the shards: a cached dataset must have been made with the same ones.
+_DATA_ARGS = ("max_seq_length", "short_seq_prob", "next_sentence", "eval_fraction", "seed",
+              "doc_boundary")
+
+
+def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
+    """The dataset directory: data.prepared, or workdir/data (created on the first start)."""
+    from bertlab.data.pretraining import create_pretraining_data, read_meta, vocab_sha256
+    from bertlab.data.text import resolve_corpus
+
+    dataset = data_config.prepared or os.path.join(workdir, DATA_DIR)
+    meta_path = os.path.join(dataset, "meta.json")
+    if data_config.prepared and not os.path.exists(meta_path):
+        raise PretrainConfigError(f"data.prepared={dataset!r}: no meta.json there; make it with "
+                                  "`bertlab create-data`")
+    if not os.path.exists(meta_path):
+        if jax.process_count() > 1:
+            raise PretrainConfigError("multi-host runs need data made beforehand on a shared "
+                                      "filesystem: set data.prepared and data.vocab")
+        files = resolve_corpus(corpus_paths(data_config))
+        log(f"creating pretraining shards in {dataset} from {len(files)} file(s)")
+        tokenizer = Tokenizer(vocab, data_config.lower_case)
+        create_pretraining_data(files, tokenizer, dataset, overwrite=True,
+                                **{key: data_config[key] for key in _DATA_ARGS})
+    meta = read_meta(dataset)
+    where = f"{meta_path} (made by an earlier start or by create-data)"
+    if meta.get("vocab_sha256") != vocab_sha256(vocab):
+        raise PretrainConfigError(f"{where} was made with another vocabulary than {vocab.source}")
+    if meta.get("lower_case") is not None and meta["lower_case"] != data_config.lower_case:
+        raise PretrainConfigError(f"data.lower_case={data_config.lower_case} but {where} has "
+                                  f"lower_case={meta['lower_case']}")
+    keys = ("max_seq_length", "next_sentence") if data_config.prepared else _DATA_ARGS
+    made_with = meta.get("args", meta)
+    for key in keys:
+        if key in made_with and made_with[key] != data_config[key]:
+            raise PretrainConfigError(
+                f"data.{key}={data_config[key]!r} but {where} has {key}={made_with[key]!r}; "
+                f"set it back, or delete {dataset} to remake the data")
+    if not data_config.prepared:
+        files = resolve_corpus(corpus_paths(data_config))
+        if made_with.get("files") not in (None, files):
+            raise PretrainConfigError(f"data.corpus={data_config.corpus!r} names other files than "
+                                      f"{where}; delete {dataset} to remake the data")
+    return dataset
+
+
+def eval_batches(examples: ShardedExamples, batch_size: int, max_batches: int, *,
+                 process_index: int = 0, process_count: int = 1):
+    """The first min(max_batches, ceil(N / batch_size)) batches of the held-out split, in order,
+    with `example_weights` 0 on the rows that pad the last one; this process's rows only."""
+    count = min(max_batches, math.ceil(len(examples) / batch_size))
+    per_process = batch_size // process_count
+    for b in range(count):
+        rows = np.arange(b * batch_size, (b + 1) * batch_size)  # (B,) global rows
+        rows = rows[process_index * per_process:(process_index + 1) * per_process]
+        present = rows < len(examples)
+        batch = examples.take(np.where(present, rows, 0))
+        batch["example_weights"] = present.astype(np.float32)
+        yield batch
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping: signals, stop_after, non-finite losses.
+# --------------------------------------------------------------------------------------------
+
+class StopRequest:
+    """Set by SIGTERM / SIGINT; the loop finishes its step, saves and returns. A second signal
+    while stopping falls back to the default behaviour (so Ctrl-C twice always quits)."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signal_name is not None:
+            self.uninstall()
+            signal.raise_signal(signum)
+            return
+        self.signal_name = signal.Signals(signum).name
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def check_finite(pending: list[tuple[int, dict]], last_good_step: int, last_checkpoint) -> None:
+    """Raises NonFiniteLossError if any step since the last check had a non-finite loss."""
+    for step, metrics in pending:
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            kept = (f"the last good checkpoint (step {last_checkpoint}) is kept"
+                    if last_checkpoint is not None else "no checkpoint was written")
+            raise NonFiniteLossError(
+                f"loss became {loss} within steps [{last_good_step + 1}, {pending[-1][0]}] "
+                f"(first seen at step {step}); {kept}. Lower optimizer.lr, raise "
+                f"optimizer.warmup_steps or check optimizer.clip_norm.")
+
+
+def window_means(pending: list[tuple[int, dict]]) -> dict[str, float]:
+    """Mean of each train metric over the steps since the last log; the last learning rate."""
+    names = pending[-1][1].keys()
+    out = {name: float(np.mean([float(m[name]) for _, m in pending])) for name in names}
+    out["learning_rate"] = float(pending[-1][1]["learning_rate"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
+# --------------------------------------------------------------------------------------------
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Pretrains per `config` in `workdir`, resuming from its latest checkpoint; returns the final
+    metrics (also written to workdir/final_metrics.json)."""
+    check_config(config)
+    mesh_lib.initialize_distributed(config.train.distributed)
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *a, **k: None)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+
+    data_config, opt_config, train_config = config.data, config.optimizer, config.train
+    vocab_path, vocab = prepare_vocab(data_config, workdir, log=log)
+    dataset_dir = prepare_data(data_config, workdir, vocab, log=log)
+    train_examples = ShardedExamples.open(os.path.join(dataset_dir, "train"))
+    eval_examples = ShardedExamples.open(os.path.join(dataset_dir, "eval"))
+    seq_len, num_predictions = train_examples.max_seq_length, data_config.max_predictions
+
+    model_config = model_config_from(config, len(vocab))
+    with_nsp = bool(data_config.next_sentence)
+    model = BertForPreTraining(model_config, with_nsp=with_nsp)
+    tx, schedule = optimizer_lib.optimizer_from_config(opt_config, train_config.num_steps)
+    mesh = mesh_lib.data_mesh()
+    micro_batch = data_config.batch_size // opt_config.grad_accum_steps
+    mesh_lib.check_batch_divides(micro_batch, mesh,
+                                 what="data.batch_size / optimizer.grad_accum_steps")
+    from bertlab.data.pretraining import vocab_sha256
+
+    compat = {f"model.{key}": value for key, value in config_to_dict(model_config).items()
+              if key not in RESUMABLE_MODEL_KEYS}
+    compat.update({"vocab_sha256": vocab_sha256(vocab), "optimizer.name": opt_config.name,
+                   "data.next_sentence": with_nsp})
+
+    # ---- restore or initialise (the compatibility check comes before anything is written)
+    manager = checkpoints.open_manager(workdir, keep=train_config.keep_checkpoints,
+                                       async_save=False)
+    latest = checkpoints.latest_step(manager)
+    init_rng, base_train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(train_config.seed), 3)
+    if latest is not None:
+        saved = checkpoints.read_meta(manager, latest)
+        checkpoints.check_compatible(saved.get("compat", {}), compat,
+                                     where=checkpoints.checkpoint_dir(workdir))
+        params_like, opt_like = train_state.abstract_train_state(
+            model, tx, seq_len=seq_len, num_predictions=num_predictions, mesh=mesh)
+        params, opt_state, saved = checkpoints.restore(manager, latest, params_like=params_like,
+                                                       opt_state_like=opt_like)
+        state = train_state.create_train_state(model, tx, params, step=latest,
+                                               opt_state=opt_state, mesh=mesh)
+        base_train_rng = jnp.asarray(saved["rng"], jnp.uint32)
+        data_state = saved["data"]
+        log(f"resuming from step {latest} ({checkpoints.checkpoint_dir(workdir)}/{latest})")
+    else:
+        params = train_state.init_params(model, init_rng, seq_len=seq_len,
+                                         num_predictions=num_predictions, mesh=mesh)
+        state = train_state.create_train_state(model, tx, params, mesh=mesh)
+        data_state = {"epoch": 0, "position": 0}
+    if is_main:
+        with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config.to_dict(), f, indent=2)
+            f.write("\n")
+
+    iterator = BatchIterator.from_state(train_examples, data_config.batch_size, data_config.seed,
+                                        data_state, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
+    train_rng = mesh_lib.replicate(base_train_rng, mesh)
+    mask_fn = steps.make_mask_fn(vocab, rate=data_config.mask_rate,
+                                 max_predictions=num_predictions, whole_word=data_config.whole_word)
+    train_step = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule,
+                                      grad_accum_steps=opt_config.grad_accum_steps,
+                                      with_nsp=with_nsp, mesh=mesh)
+    eval_step = steps.jit_eval_step(mask_fn=mask_fn, with_nsp=with_nsp, mesh=mesh)
+
+    from bertlab.models.config import count_params, flops_per_token
+
+    peak = train_config.peak_flops
+    if not peak:
+        from bertlab.peak_flops import measure_matmul_flops
+        peak = measure_matmul_flops()
+    flops_per_step = flops_per_token(model_config, seq_len, num_predictions) * \
+        data_config.batch_size * seq_len
+    tokens_per_step = data_config.batch_size * seq_len
+    log(f"model: {model_config.num_layers} layers, hidden {model_config.hidden_size}, vocab "
+        f"{model_config.vocab_size}, {count_params(state.params):,} parameters; data: "
+        f"{len(train_examples):,} train / {len(eval_examples):,} eval examples of {seq_len} "
+        f"tokens; {mesh.size} device(s) ({jax.devices()[0].platform}), peak "
+        f"{peak / 1e9:,.0f} GFLOP/s each")
+
+    start_step = int(jax.device_get(state.step))
+    num_steps = train_config.num_steps
+    writer = MetricWriter(workdir, total_steps=num_steps, initial_step=start_step, enabled=is_main)
+    stop = StopRequest().install()
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    last_train: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    last_checkpoint = latest
+    stopped_by = None
+
+    def evaluate(step: int) -> dict[str, float]:
+        sums = None
+        for index, local in enumerate(eval_batches(eval_examples, micro_batch,
+                                                   train_config.eval_batches or 1,
+                                                   process_index=jax.process_index(),
+                                                   process_count=jax.process_count())):
+            batch_sums = eval_step(state, mesh_lib.global_batch(local, mesh),
+                                   jax.random.fold_in(eval_rng, index))
+            sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
+        if sums is None:
+            return {}
+        result = steps.eval_metrics(jax.device_get(sums))
+        writer.write(step, "eval", result)
+        writer.message(f"step {step}: eval MLM loss {result['mlm_loss']:.4f}, perplexity "
+                       f"{result['perplexity']:.2f}, masked accuracy {result['mlm_accuracy']:.3f}")
+        if is_main:
+            plot_loss_curve(metrics_path, os.path.join(workdir, LOSS_PLOT))
+        return result
+
+    def save(step: int) -> None:
+        checkpoints.save(manager, step, params=state.params, opt_state=state.opt_state, meta={
+            "rng": np.asarray(jax.device_get(base_train_rng)).tolist(),
+            "data": iterator.state(), "compat": compat, "model": config_to_dict(model_config),
+            "with_nsp": with_nsp, "lower_case": bool(data_config.lower_case),
+            "max_seq_length": seq_len})
+
+    pending: list[tuple[int, dict]] = []
+    last_good_step = start_step
+    step = start_step
+    window_start, window_step = None, step
+    try:
+        if not len(eval_examples):
+            log("the held-out split is empty: no evaluation (raise data.eval_fraction)")
+        while step < num_steps:
+            batch = mesh_lib.global_batch(next(iterator), mesh)
+            state, metrics = train_step(state, batch, train_rng)
+            step += 1
+            pending.append((step, metrics))
+            if window_start is None:  # exclude compilation from the throughput
+                jax.block_until_ready(metrics)
+                window_start, window_step = time.perf_counter(), step
+            writer.progress(step)
+
+            finished = step == num_steps
+            stopping = stop.signal_name is not None or step == train_config.stop_after
+            want_eval = len(eval_examples) > 0 and (
+                finished or (train_config.eval_every and step % train_config.eval_every == 0))
+            want_save = finished or stopping or (train_config.checkpoint_every and
+                                                 step % train_config.checkpoint_every == 0)
+            if step % train_config.log_every == 0 or finished or stopping or want_save or want_eval:
+                pending = jax.device_get(pending)
+                check_finite(pending, last_good_step, last_checkpoint)
+                last_good_step = step
+                if step % train_config.log_every == 0 or finished:
+                    last_train = window_means(pending)
+                    elapsed = time.perf_counter() - window_start
+                    if step > window_step and elapsed > 0:
+                        rate = (step - window_step) * tokens_per_step / elapsed
+                        last_train["tokens_per_second"] = rate
+                        last_train["mfu"] = (step - window_step) * flops_per_step / elapsed / (
+                            peak * mesh.size)
+                    writer.write(step, "train", last_train)
+                    writer.progress(step, loss=f"{last_train['loss']:.3f}",
+                                    tok_s=f"{last_train.get('tokens_per_second', 0):,.0f}",
+                                    mfu=f"{100 * last_train.get('mfu', 0):.1f}%")
+                    window_start, window_step = time.perf_counter(), step
+                pending = []
+            if want_eval:
+                last_eval = evaluate(step)
+            if want_save:
+                save(step)
+                last_checkpoint = step
+            if want_eval or want_save:
+                window_start, window_step = time.perf_counter(), step  # time steps only
+            if stopping and not finished:
+                stopped_by = stop.signal_name or f"train.stop_after={train_config.stop_after}"
+                writer.message(f"stopped by {stopped_by} at step {step}; checkpoint saved, "
+                               "rerun the same command to resume")
+                break
+        if start_step >= num_steps:
+            log(f"{workdir} is already trained to step {start_step} (train.num_steps={num_steps})")
+            if len(eval_examples):
+                last_eval = evaluate(start_step)
+    finally:
+        stop.uninstall()
+        checkpoints.wait(manager)
+        manager.close()
+        writer.close()
+    if is_main:
+        plot_loss_curve(metrics_path, os.path.join(workdir, LOSS_PLOT))
+    final = {"step": step, "stopped_by": stopped_by, "num_params": count_params(state.params)}
+    final.update({name: value for name, value in last_train.items()})
+    final.update({f"eval_{name}": value for name, value in last_eval.items()})
+    if is_main:
+        with open(os.path.join(workdir, FINAL_METRICS_FILE), "w", encoding="utf-8") as f:
+            json.dump(final, f, indent=2)
+            f.write("\n")
+    return final
+
+
+def load_pretrained_workdir(workdir: str) -> tuple[BertConfig, Any, str]:
+    """(model config, params, vocab path) of a pretraining workdir's latest checkpoint, for
+    fine-tuning: params is the whole BertForPreTraining tree as numpy arrays (the backbone is
+    params["bert"]); the casing it was trained with is in the checkpoint meta ("lower_case")."""
+    params, meta = checkpoints.restore_params(workdir)
+    if "model" not in meta:
+        raise checkpoints.CheckpointError(f"{workdir}: the checkpoint meta holds no model config; "
+                                          "was it written by bertlab pretrain?")
+    config = config_from_dict(meta["model"], source=f"{workdir} checkpoint meta")
+    vocab_path = os.path.join(os.path.abspath(workdir), VOCAB_FILE)
+    if not os.path.exists(vocab_path):
+        raise checkpoints.CheckpointError(f"{vocab_path}: missing; the workdir is incomplete")
+    return config, params, vocab_path
