@@ -40,15 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_tokenizer(vocab_path: str, lower_case: bool | None):
-    """The project tokenizer; lower_case=None lets Tokenizer.from_file decide (uncased default)."""
-    from bertlab.tokenizer import Tokenizer, load_vocab
-    from_file = getattr(Tokenizer, "from_file", None)
-    if from_file is not None:
-        return from_file(vocab_path, lower_case=lower_case)
-    return Tokenizer(load_vocab(vocab_path), lower_case=True if lower_case is None else lower_case)
-
-
 def format_summary(summary: dict) -> str:
     width = max(map(len, summary))
     return "\n".join(f"{key:<{width}}  {value}" for key, value in summary.items())
@@ -58,9 +49,10 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from bertlab.data.pretraining import create_pretraining_data
     from bertlab.data.text import CorpusError
-    from bertlab.tokenizer import VocabError
+    from bertlab.tokenizer import Tokenizer, VocabError
     try:
-        tokenizer = load_tokenizer(args.vocab, args.lower_case)
+        # Without --cased/--uncased the casing is inferred from the vocabulary.
+        tokenizer = Tokenizer.from_file(args.vocab, lower_case=args.lower_case)
         summary = create_pretraining_data(
             args.corpus, tokenizer, args.out, max_seq_length=args.max_seq_length,
             short_seq_prob=args.short_seq_prob, next_sentence=args.next_sentence,

@@ -15,8 +15,13 @@ from bertlab.data.shards import ShardedExamples
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """(N,) the visiting order of epoch `epoch`; independent of every other epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+    """(N,) the visiting order of epoch `epoch`; independent of every other epoch.
+
+    Shuffled in place as int32 (when N allows): half the memory of permutation()'s int64, which
+    matters at hundreds of millions of examples."""
+    order = np.arange(num_examples, dtype=np.int32 if num_examples < 2**31 else np.int64)
+    np.random.default_rng([seed, epoch]).shuffle(order)
+    return order
 
 
 class BatchIterator:
