@@ -412,17 +412,3 @@ def test_real_vocab_on_sotu_speeches(tmp_path, uncased_vocab_path):
     assert opening.index(a_text) < opening.index(b_text)
     assert tok.decode(tokens).startswith("[CLS]")
 
-
-def test_worker_processes_write_the_same_dataset(tmp_path, tokenizer):
-    docs = make_docs([[2, 3, 1] for _ in range(40)])
-    corpus = write_corpus(tmp_path / "corpus.txt", docs)
-    kw = dict(max_seq_length=12, next_sentence=True, eval_fraction=0.2, progress=False,
-              chunk_lines=16)
-    create_pretraining_data([corpus], tokenizer, str(tmp_path / "w0"), **kw)
-    create_pretraining_data([corpus], tokenizer, str(tmp_path / "w2"), workers=2, **kw)
-    for split in ("train", "eval"):
-        names = sorted(os.listdir(tmp_path / "w0" / split))
-        assert names == sorted(os.listdir(tmp_path / "w2" / split))
-        for name in names:
-            assert (tmp_path / "w0" / split / name).read_bytes() == \
-                (tmp_path / "w2" / split / name).read_bytes()

