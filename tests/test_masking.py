@@ -58,7 +58,7 @@ def selected_matrix(out, shape):
 
 def test_prediction_counts_follow_python_round():
     table = num_predictions_table(130, 0.15, 20)
-    # hand values: 0 tokens still asks for 1; 10 * 0.15 rounds up, 30 * 0.15 = 4.4999... down
+    # hand values: 0 tokens still asks for 1; ties go to even as Python round: 1.5 -> 2, 4.5 -> 4
     assert [table[n] for n in (0, 3, 10, 30, 40, 100, 130)] == [1, 1, 2, 4, 6, 15, 20]
 
 

