@@ -277,3 +277,77 @@ def test_tokenizer_pack_texts_and_pairs(uncased):
     np.testing.assert_array_equal(batch["segment_ids"], [[0, 0, 0, 0, 1, 1, 0, 0],
                                                          [0, 0, 0, 0, 0, 1, 1, 1]])
     np.testing.assert_array_equal(batch["attention_mask"], [[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8])
+
+
+# ------------------------------------------------------------------------ bertlab tokenize CLI
+
+@pytest.fixture
+def vocab_file(tmp_path, vocab):
+    path = tmp_path / "vocab.txt"
+    save_vocab(vocab, path)
+    return path
+
+
+def test_tokenize_stream_line_for_line(uncased):
+    import io
+
+    from bertlab.commands.tokenize import tokenize_stream
+    long_line = "hello " * 50_000
+    data = (b"The CAFE!\r\n\nhello\xff world\xef\xbf\xbd\n" + long_line.encode() + b"\n"
+            + b"x [MASK] \xc3")  # no final newline; ends inside a 2-byte sequence
+    out = io.BytesIO()
+    lines, replaced = tokenize_stream(uncased, io.BytesIO(data), out, ids=False, chunk_lines=2)
+    # \xff and the truncated \xc3 are replaced (then deleted like any U+FFFD); the U+FFFD spelled
+    # out in the input is deleted too but is not a replacement.
+    assert (lines, replaced) == (5, 2)
+    assert out.getvalue().decode().split("\n") == [
+        "the cafe !", "", "hello world", " ".join(["hello"] * 50_000), "x [MASK]", ""]
+
+
+def test_tokenize_command_ids_from_file(tmp_path, vocab_file, capsysbinary):
+    from bertlab.commands.tokenize import main
+    text = tmp_path / "in.txt"
+    text.write_bytes("unaffable\n\nthe [MASK]\n".encode())
+    assert main(["--vocab", str(vocab_file), "--ids", str(text)]) == 0
+    captured = capsysbinary.readouterr()
+    assert captured.out.decode() == f"6 7 8\n\n{IDS['the']} {IDS[MASK]}\n"
+    assert captured.err == b""
+
+
+def test_tokenize_command_cased_and_split_specials(tmp_path, vocab_file, capsysbinary):
+    from bertlab.commands.tokenize import main
+    text = tmp_path / "in.txt"
+    text.write_bytes("Cafe café [MASK]\n".encode())
+    assert main(["--vocab", str(vocab_file), "--cased", "--split-special-tokens", str(text)]) == 0
+    assert capsysbinary.readouterr().out.decode() == "[UNK] café [ [UNK] ]\n"
+
+
+def test_tokenize_command_errors(tmp_path, vocab_file, capsys):
+    from bertlab.commands.tokenize import main
+    assert main(["--vocab", str(tmp_path / "missing.txt"), "x"]) == 2
+    assert "missing.txt: vocabulary file not found" in capsys.readouterr().err
+    assert main(["--vocab", str(vocab_file), str(tmp_path / "nope.txt")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_tokenize_command_reads_stdin_and_reports_invalid_utf8(vocab_file):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "bertlab", "tokenize", "--vocab", str(vocab_file)],
+                            input=b"hello \xffworld\nthe\n", capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello world\nthe\n"
+    assert b"<stdin>: replaced 1 invalid UTF-8 byte sequence(s)" in result.stderr
+
+
+def test_progress_bar_only_for_large_files_on_a_terminal(tmp_path, monkeypatch):
+    from bertlab.commands import tokenize as command
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_bytes(b"x\n")
+    large.write_bytes(b"x\n" * (command.PROGRESS_MIN_BYTES // 2 + 1))
+    monkeypatch.setattr(command.sys.stderr, "isatty", lambda: True, raising=False)
+    assert not command._progress_bar(str(large)).disable
+    assert command._progress_bar(str(small)).disable
+    assert command._progress_bar(None).disable
+    monkeypatch.setattr(command.sys.stderr, "isatty", lambda: False, raising=False)
+    assert command._progress_bar(str(large)).disable
