@@ -155,3 +155,76 @@ def jit_train_step(*, mask_fn: MaskFn, schedule: Callable, grad_accum_steps: int
 def jit_eval_step(*, mask_fn: MaskFn, with_nsp: bool, mesh) -> Callable:
     step = functools.partial(eval_step, mask_fn=mask_fn, with_nsp=with_nsp)
     return jax.jit(step, out_shardings=replicated(mesh))
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: sequence classification and regression (bertlab.finetune's loop).
+# --------------------------------------------------------------------------------------------
+
+def classification_losses(logits: jax.Array, labels: jax.Array, *, regression: bool) -> jax.Array:
+    """Per-example loss (B,): cross-entropy on class ids, or squared error on the single output
+    (STS-B style regression, num_labels = 1)."""
+    if regression:
+        return jnp.square(logits[:, 0] - labels.astype(jnp.float32))  # (B,)
+    return losses.token_cross_entropy(logits, labels)  # (B,)
+
+
+def _frozen_apart(params: dict, frozen: tuple[str, ...]) -> dict:
+    """params with the frozen top-level groups behind stop_gradient, so no gradient is computed
+    for them (the backward pass stops at the first trainable layer)."""
+    return {name: jax.lax.stop_gradient(value) if name in frozen else value
+            for name, value in params.items()}
+
+
+def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, schedule: Callable,
+                        regression: bool, frozen: tuple[str, ...] = ()
+                        ) -> tuple[TrainState, dict]:
+    """One update on a batch of `token_ids`, `segment_ids`, `attention_mask` (B, T), `labels` (B,)
+    and `example_weights` (B,) (0 on the rows that pad an epoch's last batch).
+
+    The loss is the weighted mean over real rows. `frozen` names top-level parameter groups
+    (e.g. ("bert",)) that are returned exactly as they came in, bit for bit; the optimizer must
+    also leave them out (bertlab.finetune.make_finetune_optimizer does). Metrics carry the
+    logits so the loop can score the training epoch with the task's own metrics."""
+    dropout_rng = jax.random.fold_in(rng, state.step)
+    weights = batch["example_weights"].astype(jnp.float32)  # (B,)
+    denominator = jnp.maximum(jnp.sum(weights), 1.0)
+
+    def loss_fn(params):
+        params = _frozen_apart(params, frozen) if frozen else params
+        logits = state.apply_fn({"params": params}, batch["token_ids"], batch["segment_ids"],
+                                batch["attention_mask"], deterministic=False,
+                                rngs={"dropout": dropout_rng})  # (B, num_labels)
+        per_example = classification_losses(logits, batch["labels"], regression=regression)
+        return jnp.sum(per_example * weights) / denominator, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads)
+    if frozen:
+        new_state = new_state.replace(params={**new_state.params,
+                                              **{name: state.params[name] for name in frozen}})
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "learning_rate": schedule(state.step), "logits": logits}
+    return new_state, metrics
+
+
+def classify_eval_step(state: TrainState, batch: dict) -> dict:
+    """Logits (B, num_labels) and per-example loss (B,) without dropout; the caller drops padding
+    rows and scores the split with bertlab.metrics.task_metrics."""
+    logits = state.apply_fn({"params": state.params}, batch["token_ids"], batch["segment_ids"],
+                            batch["attention_mask"], deterministic=True)
+    regression = logits.shape[-1] == 1
+    return {"logits": logits,
+            "loss": classification_losses(logits, batch["labels"], regression=regression)}
+
+
+def jit_classify_train_step(*, schedule: Callable, regression: bool, frozen: tuple[str, ...],
+                            mesh) -> Callable:
+    """classify_train_step with its settings bound, compiled once; the state is donated."""
+    step = functools.partial(classify_train_step, schedule=schedule, regression=regression,
+                             frozen=tuple(frozen))
+    return jax.jit(step, donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
+
+
+def jit_classify_eval_step(*, mesh) -> Callable:
+    return jax.jit(classify_eval_step, out_shardings=replicated(mesh))

@@ -1,0 +1,336 @@
+"""Where fine-tuning weights come from (`init_from`), and the export a fine-tuned model leaves.
+
+`resolve_backbone(path)` turns any of these into one `Backbone` (config, BertModel params,
+vocab.txt, casing), so the loop, `embed` and `similarity` never ask what kind of path they got:
+
+  kind         recognised by                                   read with
+  export       config.json holding "bertlab_format"            load_export (below)
+  finetune     summary.json or seed_*/model/ (a finetune run)  its best seed's model/
+  pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     bertlab.pretrain.load_pretrained_workdir
+  huggingface  config.json with a weights file                 bertlab.checkpoints (HF importer)
+  google       bert_config.json + *.ckpt.index, or the prefix  bertlab.checkpoints.load_pretrained
+
+The vocabulary always travels with the weights: a path without its vocab.txt is an error that
+says where it was looked for, never a silent fallback to some default vocabulary.
+
+The export (`model/` of a fine-tuning run) is what predict/evaluate reload:
+
+    config.json     {"bertlab_format": "classifier", "model": BertConfig fields, "task": TaskSpec
+                     fields, "extra_layers", "lower_case", "max_seq_length", "data": how to
+                     reload the task's splits, "meta": epoch/seed/metrics it was saved at}
+    params.msgpack  the whole BertForSequenceClassification tree (flax.serialization), so a
+                    reload is bitwise the saved weights
+    vocab.txt       the vocabulary it was trained with
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+from typing import Any, Mapping
+
+import numpy as np
+
+from bertlab.models.config import BertConfig, config_from_dict, config_to_dict
+
+EXPORT_FORMAT = "classifier"
+EXPORT_CONFIG = "config.json"
+EXPORT_PARAMS = "params.msgpack"
+VOCAB_FILE = "vocab.txt"
+MODEL_DIR = "model"        # a seed's export, inside workdir/seed_<n>/
+SUMMARY_FILE = "summary.json"
+
+
+class InitFromError(ValueError):
+    """A path that cannot provide a backbone (or an export); the message names the path and what
+    is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A pretrained BERT backbone: `params` is the BertModel tree (embeddings, encoder, pooler)."""
+
+    config: BertConfig
+    params: Any
+    vocab_path: str
+    lower_case: bool
+    kind: str      # export | finetune | pretrain | huggingface | google
+    source: str    # the path it was read from
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """A fine-tuned classifier as saved by save_export."""
+
+    config: BertConfig
+    params: Any                # BertForSequenceClassification tree: bert, classifier, head_*
+    vocab_path: str
+    lower_case: bool
+    task: dict                 # TaskSpec fields (see task_spec())
+    extra_layers: int
+    max_seq_length: int
+    data: dict                 # task name, data_dir, load options: what evaluate re-reads
+    meta: dict
+    directory: str
+
+    def task_spec(self):
+        from bertlab.data.tasks import TaskSpec
+
+        fields = dict(self.task)
+        for key in ("text_fields", "label_names", "metrics"):
+            fields[key] = tuple(fields[key])
+        return TaskSpec(**fields)
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+def save_export(directory: str, *, config: BertConfig, params: Any, vocab_path: str,
+                lower_case: bool, spec, extra_layers: int, max_seq_length: int,
+                data: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """Writes the export atomically: a crash leaves the previous export (or none), never half."""
+    from flax import serialization
+
+    directory = os.path.abspath(directory)
+    tmp = directory + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    host_params = _to_numpy(params)
+    with open(os.path.join(tmp, EXPORT_PARAMS), "wb") as f:
+        f.write(serialization.msgpack_serialize(host_params))
+    shutil.copyfile(vocab_path, os.path.join(tmp, VOCAB_FILE))
+    record = {"bertlab_format": EXPORT_FORMAT, "format_version": 1,
+              "model": config_to_dict(config), "task": dataclasses.asdict(spec),
+              "extra_layers": int(extra_layers), "lower_case": bool(lower_case),
+              "max_seq_length": int(max_seq_length), "data": dict(data), "meta": dict(meta)}
+    with open(os.path.join(tmp, EXPORT_CONFIG), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, default=_json_default)
+        f.write("\n")
+    old = directory + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def load_export(directory: str) -> Export:
+    """Reads an export written by save_export; each missing piece is named."""
+    from flax import serialization
+
+    directory = os.path.abspath(directory)
+    config_path = os.path.join(directory, EXPORT_CONFIG)
+    record = _read_json(config_path)
+    if record.get("bertlab_format") != EXPORT_FORMAT:
+        raise InitFromError(f"{config_path}: not a bertlab fine-tuned export (no "
+                            f"\"bertlab_format\": \"{EXPORT_FORMAT}\")")
+    for key in ("model", "task", "extra_layers", "lower_case", "max_seq_length"):
+        if key not in record:
+            raise InitFromError(f"{config_path}: key {key!r} is missing")
+    params_path = os.path.join(directory, EXPORT_PARAMS)
+    vocab_path = os.path.join(directory, VOCAB_FILE)
+    for path in (params_path, vocab_path):
+        if not os.path.isfile(path):
+            raise InitFromError(f"{path}: missing; the export in {directory} is incomplete")
+    with open(params_path, "rb") as f:
+        params = serialization.msgpack_restore(f.read())
+    return Export(config=config_from_dict(record["model"], source=config_path), params=params,
+                  vocab_path=vocab_path, lower_case=bool(record["lower_case"]),
+                  task=record["task"], extra_layers=int(record["extra_layers"]),
+                  max_seq_length=int(record["max_seq_length"]), data=record.get("data", {}),
+                  meta=record.get("meta", {}), directory=directory)
+
+
+def is_export(path: str) -> bool:
+    config_path = os.path.join(path, EXPORT_CONFIG)
+    if not os.path.isfile(config_path):
+        return False
+    try:
+        return _read_json(config_path).get("bertlab_format") == EXPORT_FORMAT
+    except InitFromError:
+        return False
+
+
+def is_finetune_workdir(path: str) -> bool:
+    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, SUMMARY_FILE)) or bool(
+        glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG))))
+
+
+def find_export(path: str, seed: int | None = None) -> str:
+    """The export directory of `path`: an export itself, a seed directory (its model/), or a
+    fine-tuning workdir (the given seed's, else the best seed's by the eval metric)."""
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise InitFromError(f"{path}: no such file or directory")
+    if is_export(path):
+        return path
+    if is_export(os.path.join(path, MODEL_DIR)):
+        return os.path.join(path, MODEL_DIR)
+    if seed is not None:
+        candidate = os.path.join(path, f"seed_{seed}", MODEL_DIR)
+        if not is_export(candidate):
+            found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG)))
+            raise InitFromError(f"{candidate}: no export for seed {seed}; found "
+                                f"{', '.join(os.path.dirname(p) for p in found) or 'none'}")
+        return candidate
+    summary_path = os.path.join(path, SUMMARY_FILE)
+    if os.path.isfile(summary_path):
+        best = _read_json(summary_path).get("best_seed")
+        candidate = os.path.join(path, f"seed_{best}", MODEL_DIR)
+        if best is not None and is_export(candidate):
+            return candidate
+    found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG)))
+    if len(found) == 1:
+        return os.path.dirname(found[0])
+    if found:
+        raise InitFromError(f"{path}: {len(found)} seeds and no summary.json naming the best; "
+                            f"pick one with --seed")
+    raise InitFromError(f"{path}: no fine-tuned model here (looked for {EXPORT_CONFIG} with "
+                        f"\"bertlab_format\", {MODEL_DIR}/, seed_*/{MODEL_DIR}/)")
+
+
+# ---------------------------------------------------------------------------------- backbones
+
+
+def detect_kind(path: str) -> str:
+    """Which kind of init_from `path` is (see the module docstring); InitFromError if none."""
+    if os.path.isdir(path):
+        if is_export(path):
+            return "export"
+        if is_finetune_workdir(path):
+            return "finetune"
+        if os.path.isdir(os.path.join(path, "checkpoints")):
+            return "pretrain"
+        if os.path.isfile(os.path.join(path, "bert_config.json")) or glob.glob(
+                os.path.join(path, "*.ckpt*.index")):
+            return "google"
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return "huggingface"
+        raise InitFromError(
+            f"{path}: not a checkpoint bertlab knows: no config.json (HuggingFace or bertlab "
+            f"export), bert_config.json / *.ckpt.index (Google), checkpoints/ (bertlab pretrain) "
+            f"or seed_*/model/ (bertlab finetune)")
+    if os.path.isfile(path + ".index"):
+        return "google"
+    if not os.path.exists(path):
+        raise InitFromError(f"{path}: no such file or directory")
+    raise InitFromError(f"{path}: a file; init_from takes a directory (or a Google checkpoint "
+                        f"prefix such as .../bert_model.ckpt)")
+
+
+def resolve_backbone(path: str) -> Backbone:
+    """The backbone (BertModel params + config + vocabulary) behind any init_from path."""
+    if not path:
+        raise InitFromError("init_from is empty: give a checkpoint path, or set from_scratch=True")
+    path = os.path.abspath(os.path.expanduser(path))
+    kind = detect_kind(path)
+    if kind in ("export", "finetune"):
+        export = load_export(find_export(path))
+        return Backbone(export.config, export.params["bert"], export.vocab_path,
+                        export.lower_case, kind, path)
+    if kind == "pretrain":
+        return _pretrain_backbone(path)
+    return _imported_backbone(path, kind)
+
+
+def _pretrain_backbone(path: str) -> Backbone:
+    from bertlab import pretrain
+    from bertlab.checkpoints import state
+
+    try:
+        config, params, vocab_path = pretrain.load_pretrained_workdir(path)
+    except state.CheckpointError as e:
+        raise InitFromError(str(e)) from None
+    manager = state.open_manager(path, keep=None, async_save=False, create=False)
+    try:
+        meta = state.read_meta(manager, manager.latest_step())
+    finally:
+        manager.close()
+    lower_case = meta.get("lower_case")
+    if lower_case is None:
+        lower_case = _vocab_lower_case(vocab_path)
+    return Backbone(config, params["bert"], vocab_path, bool(lower_case), "pretrain", path)
+
+
+def _imported_backbone(path: str, kind: str) -> Backbone:
+    """HuggingFace or Google TF weights through bertlab.checkpoints."""
+    from bertlab import checkpoints
+    from bertlab.checkpoints.names import CheckpointError
+    from bertlab.models.config import ConfigError
+
+    loader = getattr(checkpoints, "load_pretrained", None)
+    try:
+        if loader is not None:
+            config, params, vocab_path = loader(path)
+        elif kind == "huggingface":
+            from bertlab.checkpoints.hf import load_hf
+
+            config, params = load_hf(path, "auto", strict=False)
+            vocab_path = os.path.join(path, VOCAB_FILE)
+        else:
+            raise InitFromError(f"{path}: a Google TF checkpoint, but this version of "
+                                f"bertlab.checkpoints has no load_pretrained to read it")
+    except (CheckpointError, ConfigError) as e:
+        raise InitFromError(f"init_from={path}: {e}") from None
+    params = params["bert"] if "bert" in params else params
+    if "embeddings" not in params:
+        raise InitFromError(f"{path}: the checkpoint holds no BERT backbone (no embeddings)")
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    if not vocab_path or not os.path.isfile(vocab_path):
+        raise InitFromError(f"{folder}: no {VOCAB_FILE} beside the weights; the vocabulary must "
+                            f"come with the checkpoint (copy the model's {VOCAB_FILE} there)")
+    return Backbone(config, params, vocab_path, _checkpoint_lower_case(folder, vocab_path), kind,
+                    path)
+
+
+def _checkpoint_lower_case(folder: str, vocab_path: str) -> bool:
+    """tokenizer_config.json's do_lower_case where a HuggingFace dir has one, else the vocabulary
+    decides (an uncased vocabulary has no upper-case entries)."""
+    tokenizer_config = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(tokenizer_config):
+        value = _read_json(tokenizer_config).get("do_lower_case")
+        if isinstance(value, bool):
+            return value
+    return _vocab_lower_case(vocab_path)
+
+
+def _vocab_lower_case(vocab_path: str) -> bool:
+    from bertlab.tokenizer import infer_lower_case, load_vocab
+
+    return infer_lower_case(load_vocab(vocab_path))
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise InitFromError(f"{path}: missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except ValueError as e:
+        raise InitFromError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise InitFromError(f"{path}: expected a JSON object")
+    return value
+
+
+def _to_numpy(tree: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,229 @@
+r"""Fine-tuning BERT on one task: `configs/finetune.py:task=NAME[,recipe=R][,variant=V]`.
+
+Run (from the repository root; any key can be overridden, a mistyped key or value is refused):
+
+  # GLUE MRPC from a pretrained checkpoint (HuggingFace dir, Google TF checkpoint, a bertlab
+  # pretraining workdir or a bertlab export dir), 3 seeds: median and spread in summary.json
+  bertlab finetune --config configs/finetune.py:task=mrpc --workdir runs/mrpc \
+      --config.init_from=PATH --config.data_dir=../shared/data/glue_data --config.seeds=0,1,2
+
+  # SNLI, the KerasNLP tutorial recipe (bert_tiny, AdamW + triangular schedule, lr 1e-4,
+  # 20 % warm-up, 3 epochs, batch 16; test accuracy reported with the best dev epoch's weights)
+  bertlab finetune --config configs/finetune.py:task=snli --workdir runs/snli \
+      --config.init_from=PATH/bert_tiny --config.data_dir=PATH/snli_1.0
+  # ... and the tutorial's baseline: plain Adam at a constant 5e-5 for one epoch
+  bertlab finetune --config configs/finetune.py:task=snli,recipe=adam --workdir runs/snli_adam \
+      --config.init_from=PATH/bert_tiny --config.data_dir=PATH/snli_1.0
+
+  # IMDB: fine-tune (1 epoch, seq 512), or train the tutorial's 1-layer transformer from scratch
+  # with its own 20k WordPiece vocabulary learned on the training reviews
+  bertlab finetune --config configs/finetune.py:task=imdb --workdir runs/imdb \
+      --config.init_from=PATH/bert_tiny --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+  bertlab finetune --config configs/finetune.py:task=imdb,recipe=scratch --workdir runs/imdb_scratch \
+      --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+
+  # a frozen backbone with two trainable encoder layers on top (the KerasNLP custom-model recipe)
+  bertlab finetune --config configs/finetune.py:task=imdb,recipe=frozen --workdir runs/imdb_frozen \
+      --config.init_from=PATH --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+
+  # any CSV/TSV/JSONL table, e.g. Kaggle's Quora Insincere Questions (one train.csv: dev is a
+  # stratified 10 % of it)
+  bertlab finetune --config configs/finetune.py:task=csv --workdir runs/quora \
+      --config.init_from=PATH --config.data_dir=quora/train.csv \
+      --config.table.text=question_text --config.table.label=target
+
+  # seconds, no downloads: a tiny random BERT with its own vocabulary on the embedded
+  # Rotten Tomatoes snippets (what tests and the demo run)
+  bertlab finetune --config configs/finetune.py:task=rotten_tomatoes,recipe=quick --workdir runs/rt
+
+Then: `bertlab evaluate --workdir DIR [--split test]` and `bertlab predict --workdir DIR [FILE]`.
+
+Arguments (comma-separated key=value; a bare word is the task):
+  task     a task of bertlab.data.tasks (GLUE names, snli, multinli, imdb, rotten_tomatoes) or
+           csv | tsv | jsonl for your own table (columns mapped by the `table` group).
+  recipe   default  the per-task row of RECIPES below;
+           adam     plain Adam at a constant lr 5e-5, no warm-up, 1 epoch (the tutorials' baseline,
+                    and IMDB's default: the KerasNLP guide fine-tunes that way);
+           scratch  random init, own vocabulary: the KerasNLP from-scratch model (1 layer,
+                    hidden 64, 2 heads, intermediate 128, vocab 20k, 3 epochs);
+           frozen   backbone frozen, 2 extra trainable encoder layers + a new pooler on top;
+           quick    from scratch, a 2-layer hidden-32 model on 256 examples, seconds (tests).
+  variant  the model size row of bertlab.models.VARIANTS used when training from scratch
+           (tiny, mini, small, medium, base, large); ignored with init_from.
+
+Recipes per task (RECIPES): Devlin et al. 2019 (section A.3) fine-tune GLUE for 3 epochs at batch
+32 and pick lr from {5e-5, 4e-5, 3e-5, 2e-5} on dev; 2e-5 is the common single choice. The small
+sets (MRPC 3.7k, RTE 2.5k, STS-B 5.7k, WNLI 0.6k pairs) give only ~100-350 updates in 3 epochs, so
+they get 5 (as HuggingFace's run_glue examples and cramming do for them); a small-set run is
+noisy, so use several seeds there. SNLI is the KerasNLP "semantic similarity" tutorial (bert_tiny,
+lr 1e-4, 20 % warm-up, batch 16, 3 epochs: 79.2 % test); IMDB the KerasNLP getting-started guide
+(bert_tiny, Keras' default Adam 5e-5 at a constant rate, 1 epoch, batch 16, seq 512: 86.9 %); csv the Quora insincere-questions
+BERT-base recipe (lr 2e-5). Warm-up is 10 % of all updates (run_classifier.py's
+warmup_proportion) unless the row says otherwise.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+# task -> (lr, epochs, batch_size, max_seq_length, warmup_fraction). See the docstring for sources.
+RECIPES = {
+    "cola": (2e-5, 3, 32, 128, 0.1),
+    "sst2": (2e-5, 3, 32, 128, 0.1),
+    "mrpc": (2e-5, 5, 32, 128, 0.1),
+    "stsb": (2e-5, 5, 32, 128, 0.1),
+    "qqp": (2e-5, 3, 32, 128, 0.1),
+    "mnli": (2e-5, 3, 32, 128, 0.1),
+    "mnli-mm": (2e-5, 3, 32, 128, 0.1),
+    "qnli": (2e-5, 3, 32, 128, 0.1),
+    "rte": (2e-5, 5, 32, 128, 0.1),
+    "wnli": (2e-5, 5, 32, 128, 0.1),
+    "snli": (1e-4, 3, 16, 128, 0.2),
+    "multinli": (2e-5, 3, 32, 128, 0.1),
+    "imdb": (5e-5, 1, 16, 512, 0.1),
+    "rotten_tomatoes": (5e-5, 3, 32, 128, 0.1),
+    "csv": (2e-5, 3, 32, 128, 0.1),
+    "tsv": (2e-5, 3, 32, 128, 0.1),
+    "jsonl": (2e-5, 3, 32, 128, 0.1),
+}
+
+# The split scored every epoch (picks the best epoch) and the split reported once at the end with
+# the best weights ("" = none). IMDB has no dev split: the tutorials validate on test.
+EVAL_SPLITS = {"imdb": ("test", ""), "snli": ("dev", "test"), "rotten_tomatoes": ("dev", "test")}
+
+RECIPE_NAMES = ("default", "adam", "scratch", "frozen", "quick")
+VARIANT_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
+_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "rt": "rotten_tomatoes", "table": "csv"}
+
+
+def _parse_arg(arg):
+    """'task=mrpc,recipe=adam' or 'mrpc' -> {'task': 'mrpc', 'recipe': 'adam'}."""
+    values = {"task": "rotten_tomatoes", "recipe": "default", "variant": "tiny"}
+    for part in [p.strip() for p in (arg or "").split(",") if p.strip()]:
+        key, sep, value = part.partition("=")
+        if not sep:
+            key, value = "task", key
+        key, value = key.strip(), value.strip()
+        if key not in values:
+            raise ValueError(f"configs/finetune.py: unknown argument {key!r} in {arg!r}; "
+                             f"arguments: {', '.join(values)} (e.g. task=mrpc,recipe=adam)")
+        values[key] = value
+    values["task"] = _ALIASES.get(values["task"].lower(), values["task"].lower())
+    if values["task"] not in RECIPES:
+        raise ValueError(f"configs/finetune.py: unknown task {values['task']!r}; "
+                         f"tasks: {', '.join(RECIPES)}")
+    if values["recipe"] not in RECIPE_NAMES:
+        raise ValueError(f"configs/finetune.py: unknown recipe {values['recipe']!r}; "
+                         f"recipes: {', '.join(RECIPE_NAMES)}")
+    if values["variant"] not in VARIANT_NAMES:
+        raise ValueError(f"configs/finetune.py: unknown variant {values['variant']!r}; "
+                         f"variants: {', '.join(VARIANT_NAMES)}")
+    return values
+
+
+def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
+    args = _parse_arg(arg)
+    task, recipe = args["task"], args["recipe"]
+    lr, epochs, batch_size, max_seq_length, warmup_fraction = RECIPES[task]
+    eval_split, test_split = EVAL_SPLITS.get(task, ("dev", ""))
+    config = ml_collections.ConfigDict()
+
+    # --- what to learn, and from which data
+    config.task = task                   # a bertlab.data.tasks name, or csv | tsv | jsonl
+    config.data_dir = ""                 # where the task's files are ("" = rotten_tomatoes' embedded copy)
+    config.train_split = "train"         # split trained on
+    config.eval_split = eval_split       # split scored every epoch; picks the best epoch
+    config.test_split = test_split       # split scored once with the best weights ("" = none)
+    config.max_train_examples = 0        # train on a fixed random subset of this size; 0 = all
+    config.max_eval_examples = 0         # score a fixed random subset of eval/test; 0 = all
+    config.data_seed = 0                 # picks those subsets (the same for every seed)
+    config.max_seq_length = max_seq_length  # tokens per example incl. [CLS]/[SEP]; longer is cut
+
+    # --- column mapping for task=csv|tsv|jsonl (ignored by the other tasks)
+    config.table = table = ml_collections.ConfigDict()
+    table.text = "text"                  # column of the (first) text
+    table.text_pair = ""                 # column of the second text of a pair task; "" = single
+    table.label = "label"                # column of the label
+    table.id_column = ""                 # column of a row id (kept for predictions); "" = none
+    table.label_names = ""               # comma-separated class names in id order; "" = from data
+    table.regression = False             # labels are numbers: one output, MSE loss
+    table.dev_fraction = 0.1             # a single file: this stratified part of it is "dev"
+
+    # --- where the weights come from
+    config.init_from = ""                # pretrained backbone: HF dir, Google TF checkpoint, bertlab
+    #                                      pretraining workdir or export dir (with its vocab.txt)
+    config.from_scratch = False          # random init + a vocabulary learned on the training texts
+    config.vocab_size = 20000            # from_scratch: size of that vocabulary
+    config.lower_case = True             # from_scratch: lower-case + strip accents (uncased)
+    config.freeze_backbone = False       # backbone (params["bert"]) never updated: head-only training
+    config.extra_layers = 0              # fresh encoder layers (+ pooler) between backbone and classifier
+
+    # --- model: sizes are read only from_scratch; None keeps the checkpoint's / the variant's value
+    config.model = model = ml_collections.ConfigDict()
+    model.variant = args["variant"]      # from_scratch: row of bertlab.models.VARIANTS
+    model.hidden_size = config_dict.placeholder(int)        # from_scratch: width H
+    model.num_layers = config_dict.placeholder(int)         # from_scratch: depth L
+    model.num_heads = config_dict.placeholder(int)          # from_scratch: attention heads
+    model.intermediate_size = config_dict.placeholder(int)  # from_scratch: feed-forward width
+    model.max_position_embeddings = config_dict.placeholder(int)  # from_scratch: position rows
+    #                                      (None: max(512, max_seq_length))
+    model.hidden_dropout = config_dict.placeholder(float)   # dropout on embeddings, sub-layers, head
+    model.attention_dropout = config_dict.placeholder(float)  # dropout on attention probabilities
+    model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
+
+    # --- optimizer: the pretraining keys; warm-up is a fraction of all updates
+    # (updates = ceil(train examples / batch_size) * epochs)
+    config.optimizer = opt = ml_collections.ConfigDict()
+    opt.name = "adamw"                   # adamw (triangular lr) | bert_adam (original) | adam (constant lr)
+    opt.lr = lr                          # peak learning rate
+    opt.warmup_fraction = warmup_fraction  # linear warm-up over this fraction of all updates
+    opt.weight_decay = 0.01              # decoupled, never on LayerNorm parameters or biases
+    opt.b1 = 0.9                         # Adam first-moment decay
+    opt.b2 = 0.999                       # Adam second-moment decay
+    opt.eps = 1e-6                       # Adam epsilon (the original's 1e-6)
+    opt.clip_norm = 1.0                  # clip gradients to this global norm; 0 disables
+
+    # --- the loop
+    config.batch_size = batch_size      # examples per update
+    config.eval_batch_size = 64          # examples per evaluation / prediction batch
+    config.epochs = epochs               # passes over the training split
+    config.seeds = (0,)                  # one run per seed (head init, dropout, order); e.g. 0,1,2
+    config.early_stopping_patience = 0   # stop after this many epochs without a better eval metric; 0 = off
+    config.log_every = 50                # steps between train-metric lines in metrics.jsonl
+
+    if recipe == "adam" or (recipe == "default" and task == "imdb"):
+        # Keras' Adam(5e-5), what KerasNLP classifiers compile with by default: constant rate,
+        # no warm-up, no decay, no clipping, its epsilon.
+        opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
+        opt.weight_decay, opt.clip_norm, opt.eps = 0.0, 0.0, 1e-7
+        config.epochs = 1
+    elif recipe == "scratch":
+        # KerasNLP getting-started, "from scratch": a 20k vocabulary learned on the training
+        # texts, one encoder layer (hidden 64, 2 heads, feed-forward 128), Keras AdamW(5e-5)
+        # (constant rate, weight decay 0.004), 3 epochs. It pools by averaging; we read [CLS].
+        config.from_scratch = True
+        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 64, 1, 2, 128
+        opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
+        opt.weight_decay, opt.clip_norm, opt.eps = 0.004, 0.0, 1e-7
+        config.epochs = 3
+    elif recipe == "frozen":
+        # KerasNLP getting-started, "custom model": backbone.trainable = False, two
+        # TransformerEncoder layers (the backbone's heads and feed-forward width) on the sequence
+        # output, a dense head on [CLS]; Keras AdamW(5e-5) at a constant rate, 3 epochs.
+        config.freeze_backbone = True
+        config.extra_layers = 2
+        opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
+        opt.weight_decay, opt.clip_norm, opt.eps = 0.004, 0.0, 1e-7
+        config.epochs = 3
+    elif recipe == "quick":
+        config.from_scratch = True
+        config.vocab_size = 500
+        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 2, 2, 64
+        model.max_position_embeddings = 64
+        config.max_seq_length = 32
+        config.max_train_examples = 256
+        config.max_eval_examples = 128
+        config.batch_size = 16
+        config.epochs = 2
+        opt.lr = 1e-3
+        config.log_every = 4
+    return config
