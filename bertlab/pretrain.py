@@ -135,9 +135,19 @@ def corpus_paths(data_config) -> list[str]:
     return [p.strip() for p in data_config.corpus.split(",") if p.strip()]
 
 
+def corpus_files(data_config) -> list[str]:
+    """data.corpus resolved to files; a missing or empty path is an error naming the key."""
+    from bertlab.data.text import CorpusError, resolve_corpus
+
+    try:
+        return resolve_corpus(corpus_paths(data_config))
+    except CorpusError as e:
+        raise PretrainConfigError(f"data.corpus={data_config.corpus!r}: {e}") from None
+
+
 def prepare_vocab(data_config, workdir: str, *, log=print):
     """workdir/vocab.txt: a copy of data.vocab, or learned from the corpus; (path, Vocab)."""
-    from bertlab.data.text import iter_lines, resolve_corpus
+    from bertlab.data.text import iter_lines
 
     path = os.path.join(workdir, VOCAB_FILE)
     if data_config.vocab:
@@ -157,12 +167,16 @@ def prepare_vocab(data_config, workdir: str, *, log=print):
     if data_config.prepared:
         raise PretrainConfigError(f"data.prepared={data_config.prepared!r} needs data.vocab, the "
                                   "vocab.txt the shards were made with")
-    from bertlab.vocab import learn_vocab
+    from bertlab.vocab import VocabLearnError, learn_vocab
 
-    files = resolve_corpus(corpus_paths(data_config))
+    files = corpus_files(data_config)
     log(f"learning a {data_config.vocab_size}-entry WordPiece vocabulary from {len(files)} file(s)")
-    vocab = learn_vocab(iter_lines(files), data_config.vocab_size,
-                        lower_case=data_config.lower_case, progress=True)
+    try:
+        vocab = learn_vocab(iter_lines(files), data_config.vocab_size,
+                            lower_case=data_config.lower_case, progress=True)
+    except VocabLearnError as e:
+        raise PretrainConfigError(f"data.corpus={data_config.corpus!r} "
+                                  f"({len(files)} file(s)): {e}") from None
     save_vocab(vocab, path)
     return path, load_vocab(path)
 
@@ -175,7 +189,6 @@ _DATA_ARGS = ("max_seq_length", "short_seq_prob", "next_sentence", "eval_fractio
 def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
     """The dataset directory: data.prepared, or workdir/data (created on the first start)."""
     from bertlab.data.pretraining import create_pretraining_data, read_meta, vocab_sha256
-    from bertlab.data.text import resolve_corpus
 
     dataset = data_config.prepared or os.path.join(workdir, DATA_DIR)
     meta_path = os.path.join(dataset, "meta.json")
@@ -186,7 +199,7 @@ def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
         if jax.process_count() > 1:
             raise PretrainConfigError("multi-host runs need data made beforehand on a shared "
                                       "filesystem: set data.prepared and data.vocab")
-        files = resolve_corpus(corpus_paths(data_config))
+        files = corpus_files(data_config)
         log(f"creating pretraining shards in {dataset} from {len(files)} file(s)")
         tokenizer = Tokenizer(vocab, data_config.lower_case)
         create_pretraining_data(files, tokenizer, dataset, overwrite=True,
@@ -206,7 +219,7 @@ def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
                 f"data.{key}={data_config[key]!r} but {where} has {key}={made_with[key]!r}; "
                 f"set it back, or delete {dataset} to remake the data")
     if not data_config.prepared:
-        files = resolve_corpus(corpus_paths(data_config))
+        files = corpus_files(data_config)
         if made_with.get("files") not in (None, files):
             raise PretrainConfigError(f"data.corpus={data_config.corpus!r} names other files than "
                                       f"{where}; delete {dataset} to remake the data")
@@ -301,6 +314,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_examples = ShardedExamples.open(os.path.join(dataset_dir, "train"))
     eval_examples = ShardedExamples.open(os.path.join(dataset_dir, "eval"))
     seq_len, num_predictions = train_examples.max_seq_length, data_config.max_predictions
+    if len(train_examples) < data_config.batch_size:
+        raise PretrainConfigError(
+            f"{train_examples.split_dir} holds {len(train_examples)} training examples, fewer "
+            f"than one batch (data.batch_size={data_config.batch_size}); add text to data.corpus "
+            f"or lower data.batch_size")
 
     model_config = model_config_from(config, len(vocab))
     with_nsp = bool(data_config.next_sentence)

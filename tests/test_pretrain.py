@@ -1,0 +1,236 @@
+"""`bertlab pretrain` end to end on a small temp corpus, with the `quick` config.
+
+One straight 20-step run through the CLI is the reference; the other tests resume, interrupt,
+diverge or misconfigure against it. Compiled programs are shared through a persistent
+compilation cache scoped to this module, so a resumed run does not compile again.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from bertlab import cli, pretrain
+from bertlab.checkpoints import state as ckpt
+from bertlab.metric_writer import MetricWriter, read_metrics
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = "configs/pretrain.py:quick"
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
+         "which but have an they you were her she there had been one all we their has would when "
+         "if so no").split()
+LOSS_KEYS = ("loss", "mlm_loss", "mlm_accuracy", "grad_norm", "learning_rate")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    from jax._src import compilation_cache as cache
+
+    previous = (jax.config.jax_compilation_cache_dir,
+                jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """40 documents of random sentences over 47 words: deterministic, ~90 examples of 32 tokens."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    with open(path, "w") as f:
+        for _ in range(40):
+            for _ in range(rng.randint(3, 8)):
+                words = [rng.choice(WORDS) for _ in range(rng.randint(5, 20))]
+                f.write(" ".join(words).capitalize() + ".\n")
+            f.write("\n")
+    return str(path)
+
+
+def run_cli(workdir, *overrides):
+    return cli.main(["pretrain", "--config", CONFIG, "--workdir", str(workdir), *overrides])
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, corpus):
+    """The reference: 20 steps through the CLI, learning a vocabulary and creating the shards."""
+    workdir = tmp_path_factory.mktemp("straight")
+    assert run_cli(workdir, f"--config.data.corpus={corpus}") == 0
+    return workdir
+
+
+def prepared_overrides(straight):
+    """Reuse the straight run's vocabulary and shards (identical data, no re-creation)."""
+    return [f"--config.data.prepared={straight / 'data'}",
+            f"--config.data.vocab={straight / 'vocab.txt'}"]
+
+
+def train_lines(workdir):
+    return read_metrics(os.path.join(workdir, "metrics.jsonl"))
+
+
+def test_run_writes_the_workdir(straight):
+    for name in ("config.json", "metrics.jsonl", "loss.png", "vocab.txt", "final_metrics.json",
+                 "data/meta.json"):
+        assert (straight / name).exists(), name
+    assert (straight / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(name.startswith("events") for name in os.listdir(straight / "tensorboard"))
+    config = json.loads((straight / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 32 and config["train"]["num_steps"] == 20
+    # quick: checkpoints every 10 steps, the last 2 kept
+    assert sorted(int(d) for d in os.listdir(straight / "checkpoints") if d.isdigit()) == [10, 20]
+
+    metrics = train_lines(straight)
+    assert sorted(metrics["train"]) == [5, 10, 15, 20]
+    assert sorted(metrics["eval"]) == [10, 20]
+    for record in metrics["train"].values():
+        assert record["tokens_per_second"] > 0 and 0 < record["mfu"] < 1
+        assert record["nsp_loss"] == 0.0  # quick has no next-sentence task
+    first, last = metrics["train"][5], metrics["train"][20]
+    assert last["loss"] < first["loss"]  # it learns something in 20 steps
+    evaluation = metrics["eval"][20]
+    assert evaluation["perplexity"] == pytest.approx(np.exp(evaluation["mlm_loss"]), rel=1e-5)
+    final = json.loads((straight / "final_metrics.json").read_text())
+    assert final["step"] == 20 and final["eval_mlm_loss"] == evaluation["mlm_loss"]
+
+
+def test_load_pretrained_workdir(straight):
+    config, params, vocab_path = pretrain.load_pretrained_workdir(str(straight))
+    assert (config.hidden_size, config.num_layers, config.num_heads) == (32, 2, 2)
+    assert vocab_path == str(straight / "vocab.txt")
+    with open(vocab_path) as f:
+        assert config.vocab_size == sum(1 for _ in f)
+    assert params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape == (config.vocab_size, 32)
+
+
+class SigtermAt(MetricWriter):
+    """Delivers a real SIGTERM to this process when the loop reaches `STEP`."""
+    STEP = None
+
+    def progress(self, step, **postfix):
+        super().progress(step, **postfix)
+        if step == self.STEP and not postfix:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_resume_is_exact(straight, tmp_path, monkeypatch):
+    """20 straight == 10 (stop_after) + 5 (SIGTERM) + 5: same losses and params, bit for bit."""
+    workdir = tmp_path / "resumed"
+    args = prepared_overrides(straight)
+    assert run_cli(workdir, *args, "--config.train.stop_after=10") == 0
+    assert ckpt.restore_params(str(workdir))[1]["step"] == 10
+
+    monkeypatch.setattr(SigtermAt, "STEP", 15)
+    monkeypatch.setattr(pretrain, "MetricWriter", SigtermAt)
+    assert run_cli(workdir, *args) == 0  # SIGTERM: finish the step, save, exit cleanly
+    params15, meta15 = ckpt.restore_params(str(workdir))
+    assert meta15["step"] == 15
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are given back
+    monkeypatch.undo()
+
+    assert run_cli(workdir, *args) == 0
+    ours, reference = train_lines(workdir), train_lines(straight)
+    assert sorted(ours["train"]) == [5, 10, 15, 20]
+    for step in (5, 10, 15, 20):
+        for key in LOSS_KEYS:
+            assert ours["train"][step][key] == reference["train"][step][key], (step, key)
+    assert ours["eval"][20]["mlm_loss"] == reference["eval"][20]["mlm_loss"]
+    got, _ = ckpt.restore_params(str(workdir))
+    want, meta = ckpt.restore_params(str(straight))
+    assert meta["data"] == ckpt.restore_params(str(workdir))[1]["data"]  # same data position
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_incompatible_resume_fails_and_keeps_everything(straight, tmp_path, capsys):
+    workdir = tmp_path / "copy"
+    shutil.copytree(straight, workdir)
+    before = {name: (workdir / name).read_bytes() for name in ("config.json", "metrics.jsonl")}
+    steps_before = sorted(os.listdir(workdir / "checkpoints"))
+    capsys.readouterr()
+    assert run_cli(workdir, "--config.model.hidden_size=64",
+                   f"--config.data.corpus={json.loads(before['config.json'])['data']['corpus']}") == 2
+    err = capsys.readouterr().err.strip()
+    assert "incompatible" in err and "model.hidden_size was 32, now 64" in err
+    assert len(err.splitlines()) == 1
+    assert {name: (workdir / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(workdir / "checkpoints")) == steps_before
+
+
+def test_eight_devices_give_the_same_losses(straight, tmp_path):
+    """Data parallelism over 8 forced CPU devices reproduces the 1-device run (~1e-5)."""
+    workdir = tmp_path / "eight"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    probe = "import jax, sys; sys.exit(0 if jax.device_count() == 8 else 3)"
+    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO)
+    assert result.returncode == 0, "XLA_FLAGS did not give 8 CPU devices"
+    result = subprocess.run([sys.executable, "-m", "bertlab", "pretrain", "--config", CONFIG,
+                             "--workdir", str(workdir), *prepared_overrides(straight),
+                             "--config.train.peak_flops=1e11"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "8 device(s)" in result.stdout
+    ours, reference = train_lines(workdir), train_lines(straight)
+    for step in (5, 10, 15, 20):
+        for key in ("loss", "mlm_accuracy", "grad_norm"):
+            assert ours["train"][step][key] == pytest.approx(reference["train"][step][key],
+                                                             rel=1e-5, abs=1e-6), (step, key)
+    assert ours["eval"][20]["mlm_loss"] == pytest.approx(reference["eval"][20]["mlm_loss"], rel=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A NaN injected into the step's loss from step 3 on (the compiled step is reused, so this
+    costs no compilation): the run stops at the next check and keeps checkpoint 2."""
+    real_jit_train_step = pretrain.steps.jit_train_step
+
+    def poisoned_jit_train_step(**kwargs):
+        step_fn = real_jit_train_step(**kwargs)
+
+        def poisoned(state, batch, rng):
+            state, metrics = step_fn(state, batch, rng)
+            return state, dict(metrics, loss=jax.numpy.where(state.step > 2, jax.numpy.nan,
+                                                             metrics["loss"]))
+        return poisoned
+
+    monkeypatch.setattr(pretrain.steps, "jit_train_step", poisoned_jit_train_step)
+    workdir = tmp_path / "diverged"
+    code = run_cli(workdir, *prepared_overrides(straight), "--config.train.log_every=2",
+                   "--config.train.checkpoint_every=2", "--config.train.eval_every=0")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "loss became nan within steps [3, 4] (first seen at step 3)" in err
+    assert "the last good checkpoint (step 2) is kept" in err
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optimizer.lrr=1e-3", "unknown config key 'optimizer.lrr' (did you mean 'optimizer.lr'?)"),
+    ("--config.train.num_steps=ten", "wrong type for config key 'train.num_steps'"),
+    ("--config.data.max_seq_length=1000", "data.max_seq_length=1000 exceeds model.max_position_embeddings=64"),
+    ("--config.data.corpus=/nonexistent/corpus.txt", "data.corpus='/nonexistent/corpus.txt': /nonexistent/corpus.txt: corpus file not found"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, override, message):
+    assert run_cli(tmp_path / "w", override) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_empty_corpus_is_refused(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert run_cli(tmp_path / "w", f"--config.data.corpus={empty}") == 2
+    assert "no words to learn from" in capsys.readouterr().err
