@@ -143,7 +143,8 @@ def _final_sigma(sigma_class: jax.Array, capital_sigma: jax.Array) -> jax.Array:
     tagged = jnp.arange(n, dtype=jnp.int32) * 2 + (sigma_class == CASED)
     last = jax.lax.cummax(jnp.where(significant, tagged, -1), axis=1)
     first = jax.lax.cummin(jnp.where(significant, tagged, 2 * n), axis=1, reverse=True)
-    prev_cased = _shift_right(last, 1, fill=-1) % 2 == 1                   # strictly before
+    prev = _shift_right(last, 1, fill=-1)                                  # strictly before
+    prev_cased = (prev >= 0) & (prev % 2 == 1)
     next_cased = _shift_left(first, 1, fill=2 * n) % 2 == 1                 # strictly after
     return capital_sigma & prev_cased & ~next_cased
 

@@ -471,5 +471,5 @@ def tables_for(tokenizer: Tokenizer) -> WordPieceTables:
 def table_sizes(tables: WordPieceTables) -> dict[str, tuple[tuple[int, ...], str, int]]:
     """name -> (shape, dtype, bytes) of every array, for reports."""
     return {f.name: (tuple(v.shape), str(v.dtype), int(v.nbytes))
-            for f in dataclasses.fields(tables)
-            if isinstance(v := getattr(tables, f.name), np.ndarray)}
+            for f in dataclasses.fields(tables) if not f.metadata.get("static")
+            for v in [getattr(tables, f.name)]}

@@ -41,9 +41,8 @@ TINY_TOKENS = [
 ]
 
 
-def run_encoder(tables, texts, max_bytes=MAX_BYTES, max_tokens=None, batch=BATCH):
+def run_encoder(tables, texts, max_bytes=MAX_BYTES, max_tokens=MAX_TOKENS, batch=BATCH):
     """encode_texts in fixed-size batches (padding the last with empty texts)."""
-    max_tokens = max_bytes if max_tokens is None else max_tokens
     ids, overflow = [], []
     for start in range(0, len(texts), batch):
         chunk = list(texts[start:start + batch])
@@ -55,10 +54,16 @@ def run_encoder(tables, texts, max_bytes=MAX_BYTES, max_tokens=None, batch=BATCH
     return ids, overflow
 
 
-def mismatches(tokenizer, tables, texts, **kw):
-    got, overflow = run_encoder(tables, texts, **kw)
-    assert not any(overflow), [t for t, o in zip(texts, overflow) if o][:3]
-    return [(t, tokenizer.encode(t), g) for t, g in zip(texts, got) if tokenizer.encode(t) != g]
+def mismatches(tokenizer, tables, texts, max_tokens=MAX_TOKENS):
+    """(text, host ids, our ids) wherever they differ; a text with more than max_tokens ids
+    must come back as its first max_tokens ids, flagged as overflow."""
+    got, overflow = run_encoder(tables, texts, max_tokens=max_tokens)
+    bad = []
+    for text, ids, over in zip(texts, got, overflow):
+        ref = tokenizer.encode(text)
+        if ids != ref[:max_tokens] or over != (len(ref) > max_tokens):
+            bad.append((text, ref, ids))
+    return bad
 
 
 def fit_pieces(lines, max_bytes=MAX_BYTES):
@@ -163,15 +168,21 @@ def test_paper_example_and_hand_computed_ids(tiny):
 
 def test_truncation_and_overflow(tiny):
     tok, tables = tiny[True]
-    text = "un aff able " * 5  # 15 tokens
-    ids, num, over = encode_texts(tables, [text, "un", ""], 64, 8)
-    assert ids.shape == (3, 8) and ids.dtype == np.int32
-    assert num.tolist() == [8, 1, 0] and over.tolist() == [True, False, False]
-    assert ids[0].tolist() == tok.encode(text)[:8]
-    assert ids[1].tolist() == [tok.vocab.ids["un"]] + [tok.vocab.pad_id] * 7
-    # A text longer than max_bytes is cut at a character boundary and flagged.
-    ids, num, over = encode_texts(tables, ["un éé"], 5, 8)
-    assert over.tolist() == [True] and ids[0, :num[0]].tolist() == tok.encode("un é")
+    texts = ["un aff able " * 30,  # 90 tokens: fits
+             "! " * MAX_TOKENS + "un",  # one token too many
+             "!" * 300,  # 300 one-byte tokens
+             "un " * 150 + "x" + "é" * 40,  # 531 bytes: the cut falls inside the 31st é
+             "", "un"]
+    ids, num, over = encode_texts(tables, texts + [""] * (BATCH - len(texts)), MAX_BYTES, MAX_TOKENS)
+    assert ids.shape == (BATCH, MAX_TOKENS) and ids.dtype == np.int32 and num.dtype == np.int32
+    assert num[:6].tolist() == [90, MAX_TOKENS, MAX_TOKENS, 150 + 31, 0, 1]  # x ##é x 30
+    assert over[:6].tolist() == [False, True, True, True, False, False]
+    for row in (0, 1, 2, 5):
+        assert ids[row, :num[row]].tolist() == tok.encode(texts[row])[:MAX_TOKENS]
+    cut = "un " * 150 + "x" + "é" * 30
+    assert len(cut.encode("utf-8")) == MAX_BYTES - 1  # the last é did not fit whole
+    assert ids[3, :num[3]].tolist() == tok.encode(cut)
+    assert ids[5].tolist() == [tok.vocab.ids["un"]] + [tok.vocab.pad_id] * (MAX_TOKENS - 1)
 
 
 def run_bytes(tables, rows):
@@ -181,18 +192,18 @@ def run_bytes(tables, rows):
     for i, r in enumerate(rows):
         byte_array[i, :len(r)] = list(r)
         lengths[i] = len(r)
-    out = encode_jit(tables, byte_array, lengths, max_tokens=MAX_BYTES)
+    out = encode_jit(tables, byte_array, lengths, max_tokens=MAX_TOKENS)
     return [out.token_ids[i, :out.num_tokens[i]].tolist() for i in range(len(rows))]
 
 
 def test_encode_is_pure_and_jittable(tiny):
     _, tables = tiny[True]
     byte_array, lengths, _ = texts_to_bytes(["abcdz unaffable", "a"] * (BATCH // 2), MAX_BYTES)
-    first = encode_jit(tables, byte_array, lengths, max_tokens=MAX_BYTES)
-    again = encode_jit(tables, byte_array, lengths, max_tokens=MAX_BYTES)
+    first = encode_jit(tables, byte_array, lengths, max_tokens=MAX_TOKENS)
+    again = encode_jit(tables, byte_array, lengths, max_tokens=MAX_TOKENS)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
-    assert first.token_ids.shape == (BATCH, MAX_BYTES) and first.token_ids.dtype == np.int32
+    assert first.token_ids.shape == (BATCH, MAX_TOKENS) and first.token_ids.dtype == np.int32
     assert first.num_tokens.shape == (BATCH,) and first.overflow.dtype == bool
 
 
@@ -208,7 +219,7 @@ def test_utf8_decoding_matches_python():
         byte_array[i, :len(r)] = list(r)
     byte_array[:, -1] = 0xE2  # garbage past `lengths` must be ignored
     lengths = np.asarray([len(r) for r in rows], np.int32)
-    cp, seq_len = map(np.asarray, decode_utf8(byte_array, lengths))
+    cp, seq_len = map(np.asarray, jax.jit(decode_utf8)(byte_array, lengths))
     for i, r in enumerate(rows):
         ours = "".join(chr(c) for c, n in zip(cp[i], seq_len[i]) if n).replace("\ufffd", "")
         assert ours == r.decode("utf-8", errors="replace").replace("\ufffd", ""), r
@@ -251,14 +262,15 @@ def test_tiny_vocab_parity(tiny, lower_case):
 
 
 def diverges(text: str, lower_case: bool) -> bool:
-    """Texts in the documented canonical-reordering class (uncased, two surviving marks of
-    non-zero combining class out of order); tested on their own below."""
+    """Whether a text falls in the documented canonical-reordering class: uncased, and NFD of
+    the whole text keeps a different sequence of non-Mn characters than NFD of each character
+    alone. (Lower-casing commutes with this: it never yields combining marks of non-zero class.)"""
     if not lower_case:
         return False
-    marks = [unicodedata.combining(c) for c in text]
-    return any(a > b > 0 for a, b in zip(marks, marks[1:])
-               if True) and any(unicodedata.category(c) != "Mn" and unicodedata.combining(c)
-                                for c in text)
+    kept = lambda s: [c for c in s if unicodedata.category(c) != "Mn"]
+    whole = unicodedata.normalize("NFD", text)
+    alone = "".join(unicodedata.normalize("NFD", c) for c in text)
+    return kept(whole) != kept(alone)
 
 
 def test_documented_divergence_canonical_reordering(tiny):
@@ -286,3 +298,125 @@ def test_real_vocab_hard_cases(request, which):
     texts = [t for t in texts if not diverges(t, tok.lower_case)]
     bad = mismatches(tok, tables, texts)
     assert not bad, bad[:5]
+
+
+def every_code_point_texts(step: int = 1) -> list[str]:
+    """Every assigned code point (every `step`-th), each in three contexts: alone, glued between
+    letters (shows whether it is dropped, splits, or joins the word) and after a capital sigma."""
+    assigned = [cp for cp in range(0, NUM_CODE_POINTS, step)
+                if unicodedata.category(chr(cp)) not in ("Cn", "Co", "Cs")]
+    texts, line = [], []
+    for cp in assigned:
+        c = chr(cp)
+        line.append(f"{c} a{c}b Σ{c}")
+        if len(line) == 16:
+            texts.append(" ".join(line))
+            line = []
+    return texts + [" ".join(line)]
+
+
+@pytest.mark.parametrize("which", ["uncased", "cased"])
+def test_every_code_point_sample(request, which):
+    """Every 11th assigned code point (~13 k), in context; the full sweep is marked slow."""
+    tok, tables = request.getfixturevalue(which)
+    texts = [t for t in every_code_point_texts(step=11) if not diverges(t, tok.lower_case)]
+    bad = mismatches(tok, tables, texts)
+    assert not bad, bad[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["uncased", "cased"])
+def test_every_code_point(request, which):
+    tok, tables = request.getfixturevalue(which)
+    texts = [t for t in every_code_point_texts() if not diverges(t, tok.lower_case)]
+    bad = mismatches(tok, tables, texts)
+    assert not bad, bad[:3]
+
+
+def test_unassigned_code_points_follow_the_bulk_defaults():
+    """The tables evaluate the host's functions on assigned code points only; the rest
+    (unassigned, private use) must be plain caseless word characters that normalise to
+    themselves, which is what the defaults assume."""
+    from bertlab.tokenizer import clean_text, is_cjk, is_punctuation, strip_accents
+    rules = code_point_rules(True)
+    rng = random.Random(3)
+    sample = [cp for cp in rng.sample(range(NUM_CODE_POINTS), 20000)
+              if unicodedata.category(chr(cp)) in ("Cn", "Co")]
+    assert len(sample) > 10000
+    for cp in sample:
+        c = chr(cp)
+        assert clean_text(c) == c and not c.isspace() and not is_punctuation(c)
+        assert strip_accents(c.lower()) == c and cp not in rules.normalised
+        assert ("A" + c + "Σ").lower()[-1] == "σ"  # neither cased nor case-ignorable
+        assert rules.raw_kind[cp] == (2 if is_cjk(cp) else WORD)
+        assert rules.sigma_class[cp] == UNCASED
+
+
+def test_table_sizes_uncased(uncased):
+    _, tables = uncased
+    sizes = table_sizes(tables)
+    total = sum(nbytes for _, _, nbytes in sizes.values())
+    assert total < 4 * 2**20, sizes  # ~2.3 MB for bert-base-uncased
+    assert sizes["cp_block"][0] == (NUM_CODE_POINTS >> 8,)
+    assert tables.alphabet_size < 1100 and tables.num_cells < 70_000
+    assert all(dtype in ("int32", "bool") for _, dtype, _ in sizes.values())
+
+
+def test_bad_special_tokens_and_missing_unk_are_rejected():
+    vocab = vocab_from_tokens(["[UNK]", "[A]", "A]x", "a"])
+    with pytest.raises(ValueError, match="overlap"):
+        compile_tables(vocab, special_tokens=("[A]", "A]x"))
+    with pytest.raises(ValueError, match=r"\[UNK\]"):
+        compile_tables(vocab_from_tokens(["a", "b"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Real text.
+# --------------------------------------------------------------------------------------------
+
+SOTU_LINES = 20_000
+
+
+def shared_lines(lines_per_book: int | None):
+    """WikiText-2 validation + the Gutenberg books: every line with a non-ASCII character among
+    the first `lines_per_book` of each book (all with None), plus its first 50 lines."""
+    lines = nonblank([str(shared_path("data", "wikitext-2", "valid.txt"))])
+    books = sorted(glob.glob(str(SHARED / "data" / "text" / "gutenberg_books" / "*.txt")))
+    for book in books:
+        head = nonblank([book], limit=lines_per_book)
+        lines += head[:50] + [line for line in head[50:] if not line.isascii()]
+    return lines
+
+
+def test_sotu_lines_uncased(uncased):
+    tok, tables = uncased
+    lines = nonblank(default_corpus_files(), limit=SOTU_LINES)
+    assert len(lines) == SOTU_LINES
+    bad = mismatches(tok, tables, fit_pieces(lines))
+    assert not bad, bad[:3]
+
+
+def test_sotu_lines_cased(cased):
+    tok, tables = cased
+    bad = mismatches(tok, tables, fit_pieces(nonblank(default_corpus_files(), limit=5_000)))
+    assert not bad, bad[:3]
+
+
+@pytest.mark.parametrize("which", ["uncased", "cased"])
+def test_wikitext_and_books(request, which):
+    tok, tables = request.getfixturevalue(which)
+    lines = shared_lines(lines_per_book=2_000)
+    assert len(lines) > 8_000
+    bad = mismatches(tok, tables, fit_pieces(lines))
+    assert not bad, bad[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["uncased", "cased"])
+def test_all_real_lines(request, which):
+    """All of sotu, WikiText-2 valid + test, and every non-ASCII line of the 108 books."""
+    tok, tables = request.getfixturevalue(which)
+    lines = nonblank(default_corpus_files()) + shared_lines(lines_per_book=None)
+    lines += nonblank([str(shared_path("data", "wikitext-2", "test.txt"))])
+    bad = mismatches(tok, tables, fit_pieces(lines))
+    assert not bad, bad[:3]
