@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import unicodedata
@@ -238,13 +239,19 @@ def pre_tokenize(text: str) -> list[str]:
     return pad_cjk(clean_text(text)).split()
 
 
+# In ASCII, punctuation is exactly the four ranges is_punctuation lists first, so one regex
+# does split_punctuation's work for an ASCII chunk (tests compare the two on every character).
+_ASCII_PUNCTUATION_SPLIT = re.compile(r"[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~]+").findall
+
+
 def split_chunk(chunk: str, lower_case: bool) -> list[str]:
     """The per-chunk half of BasicTokenizer: (lower-case + strip accents), split punctuation."""
     if lower_case:
         chunk = strip_accents(chunk.lower())
+    pieces = _ASCII_PUNCTUATION_SPLIT(chunk) if chunk.isascii() else split_punctuation(chunk)
     # The original re-splits on whitespace at the end; normalisation never creates any, but the
     # extra split keeps us exact even if a future Unicode version did.
-    return [w for piece in split_punctuation(chunk) for w in piece.split()]
+    return [w for piece in pieces for w in piece.split()]
 
 
 def basic_tokenize(text: str, lower_case: bool = True,
@@ -363,7 +370,9 @@ def pack_ids(ids_a: Sequence[Sequence[int]], ids_b: Sequence[Sequence[int]] | No
 
 class ChunkCache(dict):
     """chunk -> tuple of ids, filled on a miss. A dict subclass so the hot loop can stay in C:
-    `map(cache.__getitem__, text.split())`. Cleared when full (bounded memory on huge corpora)."""
+    `map(cache.__getitem__, text.split())`. Cleared when full (bounded memory on huge corpora).
+    The tokenizer keeps two: whitespace chunks, and the words punctuation splits them into
+    ("nation," "nation." and "nation" share the WordPiece work for "nation")."""
 
     def __init__(self, encode_chunk, max_entries: int = CHUNK_CACHE_ENTRIES):
         super().__init__()
@@ -378,10 +387,10 @@ class ChunkCache(dict):
         return ids
 
 
-# encode_batch hands batches at least this long to bertlab.fast_tokenizer. Measured with
-# experiments/bench/tokenizer.py --threshold: the fast path wins from about this size on, the
-# first call paying ~0.3 s once to build its character tables.
-FAST_BATCH_THRESHOLD = 256
+# encode_batch hands batches of at least this many texts to bertlab.fast_tokenizer. Measured with
+# `experiments/bench/tokenizer.py --threshold`: the fast path has no set-up cost and takes about a
+# quarter of the pure path's time per text at every batch size, a batch of one included.
+FAST_BATCH_THRESHOLD = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,9 +403,11 @@ class Tokenizer:
     max_chars_per_word: int = MAX_CHARS_PER_WORD
     split_special_tokens: bool = False
     chunk_cache: ChunkCache = dataclasses.field(init=False, repr=False, compare=False)
+    word_cache: ChunkCache = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "chunk_cache", ChunkCache(self._encode_chunk_uncached))
+        object.__setattr__(self, "word_cache", ChunkCache(self._encode_word_uncached))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, lower_case: bool | None = None,
@@ -415,11 +426,12 @@ class Tokenizer:
         return tuple(t for t in SPECIAL_TOKENS if t in self.vocab)
 
     def _encode_chunk_uncached(self, chunk: str) -> tuple[int, ...]:
+        words = split_chunk(chunk, self.lower_case)
+        return tuple(itertools.chain.from_iterable(map(self.word_cache.__getitem__, words)))
+
+    def _encode_word_uncached(self, word: str) -> tuple[int, ...]:
         ids = self.vocab.ids
-        out: list[int] = []
-        for word in split_chunk(chunk, self.lower_case):
-            out.extend(ids[p] for p in wordpiece(word, self.vocab, self.max_chars_per_word))
-        return tuple(out)
+        return tuple(ids[p] for p in wordpiece(word, self.vocab, self.max_chars_per_word))
 
     def encode_chunk(self, chunk: str) -> tuple[int, ...]:
         """Ids of one whitespace-free chunk of cleaned text (memoised)."""

@@ -351,3 +351,14 @@ def test_progress_bar_only_for_large_files_on_a_terminal(tmp_path, monkeypatch):
     assert command._progress_bar(None).disable
     monkeypatch.setattr(command.sys.stderr, "isatty", lambda: False, raising=False)
     assert command._progress_bar(str(large)).disable
+
+
+def test_ascii_chunks_split_like_split_punctuation():
+    """split_chunk takes a regex shortcut for ASCII; it must agree with the transcription of the
+    original on every ASCII character, alone and between letters."""
+    for cp in range(128):
+        for chunk in (chr(cp), f"ab{chr(cp)}cd", f"{chr(cp)}{chr(cp)}x"):
+            expected = [w for p in split_punctuation(chunk.lower()) for w in p.split()]
+            assert tk.split_chunk(chunk, lower_case=True) == expected, hex(cp)
+            expected = [w for p in split_punctuation(chunk) for w in p.split()]
+            assert tk.split_chunk(chunk, lower_case=False) == expected, hex(cp)
