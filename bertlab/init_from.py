@@ -107,7 +107,7 @@ def save_export(directory: str, *, config: BertConfig, params: Any, vocab_path: 
               "extra_layers": int(extra_layers), "lower_case": bool(lower_case),
               "max_seq_length": int(max_seq_length), "data": dict(data), "meta": dict(meta)}
     with open(os.path.join(tmp, EXPORT_CONFIG), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, default=_json_default)
+        json.dump(record, f, indent=2, default=json_default)
         f.write("\n")
     old = directory + ".old"
     shutil.rmtree(old, ignore_errors=True)
@@ -326,7 +326,7 @@ def _to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
