@@ -395,8 +395,9 @@ FAST_BATCH_THRESHOLD = 1
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizer:
-    """BasicTokenizer + WordPiece over one vocabulary. Immutable: the only state is a memo of
-    chunk -> ids, which never changes an answer."""
+    """BasicTokenizer + WordPiece over one vocabulary. Immutable: the only state is two memos
+    (chunk -> ids, word -> ids) that never change an answer. Pickles with its memos, so worker
+    processes start warm."""
 
     vocab: Vocab
     lower_case: bool = True

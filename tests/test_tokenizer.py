@@ -362,3 +362,12 @@ def test_ascii_chunks_split_like_split_punctuation():
             assert tk.split_chunk(chunk, lower_case=True) == expected, hex(cp)
             expected = [w for p in split_punctuation(chunk) for w in p.split()]
             assert tk.split_chunk(chunk, lower_case=False) == expected, hex(cp)
+
+
+def test_tokenizer_pickles_with_its_memos(uncased):
+    import pickle
+    uncased.encode("hello world")
+    copy = pickle.loads(pickle.dumps(uncased))
+    assert copy == uncased and "hello" in copy.chunk_cache
+    assert copy.encode("the cafe, unaffable") == uncased.encode("the cafe, unaffable")
+    assert copy.chunk_cache._encode_chunk.__self__ is copy  # the memo fills the copy's own tables
