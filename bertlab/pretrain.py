@@ -379,7 +379,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     peak = train_config.peak_flops
     if not peak:
         from bertlab.peak_flops import measure_matmul_flops
-        peak = measure_matmul_flops()
+        peak = measure_matmul_flops(dtype=model_config.dtype)
     flops_per_step = flops_per_token(model_config, seq_len, num_predictions) * \
         data_config.batch_size * seq_len
     tokens_per_step = data_config.batch_size * seq_len
