@@ -11,9 +11,11 @@ the distinct characters otherwise); they take the pure path, and everything else
 `map(cache.__getitem__, text.split())`, which never leaves C on a hit. There is no set-up cost,
 so the fast path wins from small batches on (see FAST_BATCH_THRESHOLD in bertlab.tokenizer).
 
-We tried tensorflow-text's FastBertTokenizer as the engine: it is slower than this once its
-strings are converted back to Python lists, costs seconds to import, and differs from the
-original on five classes of input (see the README), so it stays a benchmark peer.
+We measured tensorflow-text's FastBertTokenizer as the engine (experiments/bench/README.md): once
+its ids are back in Python lists it is slower than this path on a warm memo and ~1.4x faster on a
+cold one, it costs 10+ s to import, and it departs from the original on seven classes of input
+(control characters, U+FFFD, NFKD, case folding, bytes-vs-characters, Unicode version, typed
+special tokens), so it stays a benchmark peer.
 """
 
 from __future__ import annotations
