@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 def matmul_size(platform: str) -> int:
     """Large enough to saturate the device, small enough to take well under a second."""
-    return {"cpu": 1024}.get(platform, 8192)
+    return {"cpu": 2048}.get(platform, 8192)
 
 
 def measure_matmul_flops(size: int | None = None, repeats: int = 5, device=None,
