@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = os.path.join(workdir, f"sotu-x{repeat}.txt")
         size = write_corpus(corpus, repeat, args.corpus_file)
         tokens, tok_seconds = tokenizer_only_in_child(corpus, args.vocab)
-        rows.append((f"sotu x{repeat}", "Tokenizer.encode_batch alone (in process)", "",
+        rows.append((f"sotu x{repeat}", "Tokenizer.encode_batch alone (timed in its own process)", "",
                      f"{tok_seconds:.1f}", f"{tokens / tok_seconds / 1e3:,.0f}k", "", ""))
         print(f"corpus sotu x{repeat}: {size / 1e6:.1f} MB, {tokens:,} tokens, "
               f"{os.cpu_count()} CPUs", flush=True)
