@@ -179,8 +179,10 @@ def character_slots(tables: WordPieceTables, byte_array: jax.Array,
     for j in range(MAX_EXPANSION):
         here = _shift_right(num_chars > j, j, fill=False)
         payload = jnp.where(here, _shift_right(chars[j], j) + 1, payload)
-    slots = raw | (payload << 3)
-    return jnp.pad(slots, ((0, 0), (0, 1)), constant_values=SPACE)             # (B, N + 1)
+    slots = jnp.pad(raw | (payload << 3), ((0, 0), (0, 1)))                    # (B, N + 1)
+    # A space right after each row's text closes its last word, so the scan may stop there.
+    after = jnp.arange(slots.shape[1])[None, :] == lengths[:, None]
+    return jnp.where(after, SPACE, slots)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ class _Carry(NamedTuple):
     word_start: jax.Array  # output position of the current word's first token
 
 
-def _scan_records(tables: WordPieceTables, slots: jax.Array):
+def _scan_records(tables: WordPieceTables, slots: jax.Array, limit: jax.Array):
     """Runs LinMaxMatch along the slots. Per slot, two records in output order, each an
     (output position, state) pair whose tokens are a prefix of chain(state): the end of the
     word this slot closes, then this slot's own pops. Position -1 marks no record."""
@@ -263,12 +265,21 @@ def _scan_records(tables: WordPieceTables, slots: jax.Array):
                        position=position + own_count, word_start=word_start)
         return carry, (end_at, end_state, own_at, own_state)
 
+    def body(i, loop):
+        carry, records = loop
+        carry, new = step(carry, jax.lax.dynamic_index_in_dim(slots_t, i, keepdims=False))
+        return carry, tuple(r.at[i].set(n) for r, n in zip(records, new))
+
+    slots_t = slots.T                                                       # (S, B)
+    num_slots = slots_t.shape[0]
     zeros = jnp.zeros((batch,), jnp.int32)
     false = jnp.zeros((batch,), bool)
     init = _Carry(zeros + ROOT, zeros, false, false, false, false, zeros, zeros)
-    last, records = jax.lax.scan(step, init, slots.T)                       # each (N + 1, B)
+    none = jnp.full((num_slots, batch), -1, jnp.int32)                      # no record
+    # Slots past the longest text hold nothing: stop after the one that closes its last word.
+    last, records = jax.lax.fori_loop(0, jnp.minimum(limit + 1, num_slots), body,
+                                      (init, (none, none + 1, none, none + 1)))
     end_at, end_state, own_at, own_state = (r.T for r in records)           # each (B, S)
-    batch, num_slots = end_at.shape
     at = jnp.stack([end_at, own_at], axis=-1).reshape(batch, 2 * num_slots)  # (B, 2S)
     state = jnp.stack([end_state, own_state], axis=-1).reshape(batch, 2 * num_slots)
     return at, state, last.position
@@ -299,7 +310,7 @@ def encode(tables: WordPieceTables, byte_array: jax.Array, lengths: jax.Array, *
     token counts, (B,) overflow flags. Pure and jittable (`max_tokens` static); the ids are
     `Tokenizer.encode(text)[:T]` of the tokenizer the tables were built from."""
     slots = character_slots(tables, byte_array, lengths)
-    at, state, total = _scan_records(tables, slots)
+    at, state, total = _scan_records(tables, slots, jnp.max(lengths))
     return _compact(tables, at, state, total, max_tokens)
 
 

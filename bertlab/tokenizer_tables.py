@@ -20,7 +20,7 @@ Two groups of tables, both built once on the host and then moved to the device:
    vocabularies), not over UTF-8 bytes: the original's rules (the 100-character limit, the
    punctuation split, accent stripping) all count code points, a character outside the
    vocabulary becomes the one symbol 0 that no edge carries (so it can only end in [UNK]), and
-   a code-point trie has about half the states of a byte trie. Transitions are a double-array
+   a code-point trie never has more states than a byte trie. Transitions are a double-array
    trie (Aoe 1989): child(u, c) = base[u] + c if check[base[u] + c] == u, i.e. two gathers and
    ~1 int32 per state for both arrays, instead of a (states x alphabet) matrix.
 
@@ -49,8 +49,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from bertlab.tokenizer import (CONTINUATION, MAX_CHARS_PER_WORD, UNK, Tokenizer, Vocab, clean_text,
-                               is_cjk, is_punctuation, strip_accents)
+from bertlab.tokenizer import (CJK_RANGES, CONTINUATION, MAX_CHARS_PER_WORD, UNK, Tokenizer, Vocab,
+                               clean_text, is_cjk, is_punctuation, strip_accents)
 
 NUM_CODE_POINTS = sys.maxunicode + 1  # 0x110000
 BLOCK_BITS = 8  # two-level table: 256 code points per block
@@ -98,7 +98,6 @@ def _assigned_code_points() -> np.ndarray:
 
 
 def _cjk_mask() -> np.ndarray:
-    from bertlab.tokenizer import CJK_RANGES
     mask = np.zeros(NUM_CODE_POINTS, dtype=bool)
     for lo, hi in CJK_RANGES:
         mask[lo:hi + 1] = True
@@ -162,11 +161,10 @@ class _Trie:
 
     children: list[dict[int, int]]  # node -> {symbol: child node}
     token: list[int]                # node -> vocabulary id of str(node), or -1
-    depth: list[int]
 
 
 def _build_trie(pieces: Sequence[tuple[bool, tuple[int, ...], int]]) -> _Trie:
-    trie = _Trie(children=[{}, {}], token=[-1, -1], depth=[0, 0])
+    trie = _Trie(children=[{}, {}], token=[-1, -1])
     for suffix, symbols, token_id in pieces:
         node = SUFFIX_ROOT if suffix else ROOT
         for sym in symbols:
@@ -176,7 +174,6 @@ def _build_trie(pieces: Sequence[tuple[bool, tuple[int, ...], int]]) -> _Trie:
                 trie.children[node][sym] = nxt
                 trie.children.append({})
                 trie.token.append(-1)
-                trie.depth.append(trie.depth[node] + 1)
             node = nxt
         trie.token[node] = token_id
     return trie
@@ -235,7 +232,7 @@ def _double_array(trie: _Trie) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cell_of = [-1] * n
     cell_of[ROOT], cell_of[SUFFIX_ROOT] = ROOT, SUFFIX_ROOT
     max_label = max((max(k) for k in trie.children if k), default=1)
-    used = bytearray(2 * n + 2 * max_label + 16)  # first fit never needs more than this
+    used = bytearray(2 * n + 2 * max_label + 16)  # cell taken? (doubled if first fit needs more)
     used[ROOT] = used[SUFFIX_ROOT] = 1
     base = [0] * len(used)
     first_free = 2

@@ -273,6 +273,19 @@ def diverges(text: str, lower_case: bool) -> bool:
     return kept(whole) != kept(alone)
 
 
+def test_split_special_tokens_mode(tiny, tmp_path):
+    """Tokenizer(split_special_tokens=True) tokenises "[MASK]" like any text (the original's
+    behaviour); the tables follow the tokenizer they are built from."""
+    tok = Tokenizer(tiny[True][0].vocab, True, split_special_tokens=True)
+    tables = tables_for(tok)
+    assert tables.special_tokens == ()
+    texts = ["a[MASK]b [MASK] [mask] [UNK]x", "is [SEP]."] + random_texts(seed=5, count=60)
+    texts = [t for t in texts if not diverges(t, True)]
+    assert tok.encode("[MASK]") == [tok.vocab.ids[t] for t in ("[", "[UNK]", "]")]
+    bad = mismatches(tok, tables, texts)
+    assert not bad, bad[:5]
+
+
 def test_documented_divergence_canonical_reordering(tiny):
     """Exactly the documented difference: the host's NFD reorders U+1D16D (class 226) after
     U+1D165 (class 216); the per-character table keeps the typed order."""
