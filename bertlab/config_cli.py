@@ -162,3 +162,28 @@ def usage(prog: str, config_example: str) -> str:
             f"Any key of the config file can be overridden (the config is locked: unknown keys and "
             f"wrong types\nare refused). The config file's docstring lists its variants and "
             f"example commands;\nconfig.json in the workdir records the full config of each run.")
+
+
+def describe_config(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """`group.key = value` lines of every key, for `--config FILE --help`."""
+    lines = []
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            lines += describe_config(value, prefix=f"{name}.")
+        else:
+            lines.append(f"  --config.{name}={value!r}")
+    return lines
+
+
+def help_text(argv: Sequence[str], prog: str, config_example: str) -> str:
+    """Usage, plus the keys and values of the config named by --config (when it loads)."""
+    text = usage(prog, config_example)
+    found = _find_config_value(list(argv))
+    if found is not None:
+        try:
+            config = load_config_file(resolve_config_path(found[1]), shown_as=found[1])
+        except ConfigArgsError as e:
+            return f"{text}\n\n{e}"
+        text += f"\n\nkeys of {found[1]} (current values):\n" + "\n".join(describe_config(config))
+    return text

@@ -234,3 +234,10 @@ def test_empty_corpus_is_refused(tmp_path, capsys):
     empty.write_text("\n\n")
     assert run_cli(tmp_path / "w", f"--config.data.corpus={empty}") == 2
     assert "no words to learn from" in capsys.readouterr().err
+
+
+def test_help_lists_the_config_keys(capsys):
+    assert cli.main(["pretrain", "--config", CONFIG, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: bertlab pretrain" in out
+    assert "--config.optimizer.lr=0.001" in out and "--config.model.num_layers=2" in out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bertlab.config_cli import USAGE_EXIT_CODE, ConfigArgsError, parse_config_args, usage
+from bertlab.config_cli import USAGE_EXIT_CODE, ConfigArgsError, help_text, parse_config_args
 
 PROG = "pretrain"
 
@@ -21,7 +21,7 @@ def fail(message: str, code: int = USAGE_EXIT_CODE) -> int:
 
 def main(argv: list[str]) -> int:
     if not argv or any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
-        print(usage(PROG, "configs/pretrain.py:tiny"))
+        print(help_text(argv, PROG, "configs/pretrain.py:tiny"))
         return 0 if argv else USAGE_EXIT_CODE
     try:
         config, flag_values = parse_config_args(argv, prog=PROG)
