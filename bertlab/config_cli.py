@@ -109,7 +109,8 @@ def _explain_flag_error(error: Exception) -> str:
         return f"--config.{key}={value}: wrong type for config key {key!r} ({why})"
     match = re.match(r"Unknown command line flag '(.*?)'", text)
     if match:
-        return f"unknown flag --{match.group(1)} (config keys are set with --config.GROUP.KEY=VALUE)"
+        return (f"unknown flag --{match.group(1)} "
+                "(config keys are set with --config.GROUP.KEY=VALUE)")
     return text
 
 

@@ -44,8 +44,8 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_divides(global_batch: int, mesh: Mesh, *, what: str = "data.batch_size") -> None:
     if global_batch % mesh.size:
-        raise ValueError(f"{what}={global_batch} is not divisible by the {mesh.size} devices of the "
-                         f"mesh; use a multiple of {mesh.size}")
+        raise ValueError(f"{what}={global_batch} is not divisible by the {mesh.size} devices "
+                         f"of the mesh; use a multiple of {mesh.size}")
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -23,7 +23,7 @@ def _jsonable(value):
 
 
 class MetricWriter:
-    """Writes train/eval scalars to workdir/metrics.jsonl, workdir/tensorboard/ and a progress bar."""
+    """Writes train/eval scalars to metrics.jsonl, tensorboard/ and a progress bar."""
 
     def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
                  enabled: bool = True, progress: bool = True):

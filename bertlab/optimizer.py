@@ -1,4 +1,4 @@
-"""The two named optimisers: `adamw` (optax's, bias-corrected) and `bert_adam` (the original BERT's).
+"""Two named optimisers: `adamw` (optax's, bias-corrected), `bert_adam` (the original BERT's).
 
 Both decay weights decoupled from the gradient (`update += wd * param`, then scaled by the rate),
 never LayerNorm parameters or biases, and clip gradients by their global norm first.
@@ -53,7 +53,7 @@ class BertAdamState(NamedTuple):
 
 def scale_by_adam_without_bias_correction(b1: float, b2: float, eps: float
                                           ) -> optax.GradientTransformation:
-    """Adam's direction m / (sqrt(v) + eps) with raw (not bias-corrected) moments, as the original."""
+    """Adam's direction m / (sqrt(v) + eps) from raw moments (no bias correction): the original."""
 
     def init_fn(params):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)

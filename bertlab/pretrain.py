@@ -50,7 +50,8 @@ from bertlab.data.iterator import BatchIterator
 from bertlab.data.shards import ShardedExamples
 from bertlab.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.models import BertForPreTraining
-from bertlab.models.config import BertConfig, ConfigError, VARIANTS, config_from_dict, config_to_dict
+from bertlab.models.config import (VARIANTS, BertConfig, ConfigError, config_from_dict,
+                                   config_to_dict)
 from bertlab.plots import LOSS_PLOT, plot_loss_curve
 from bertlab.tokenizer import Tokenizer, load_vocab, save_vocab
 
@@ -326,8 +327,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     tx, schedule = optimizer_lib.optimizer_from_config(opt_config, train_config.num_steps)
     mesh = mesh_lib.data_mesh()
     micro_batch = data_config.batch_size // opt_config.grad_accum_steps
-    mesh_lib.check_batch_divides(micro_batch, mesh,
-                                 what="data.batch_size / optimizer.grad_accum_steps")
+    try:
+        mesh_lib.check_batch_divides(micro_batch, mesh,
+                                     what="data.batch_size / optimizer.grad_accum_steps")
+    except ValueError as e:
+        raise PretrainConfigError(str(e)) from None
     from bertlab.data.pretraining import vocab_sha256
 
     compat = {f"model.{key}": value for key, value in config_to_dict(model_config).items()
@@ -402,7 +406,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     def evaluate(step: int) -> dict[str, float]:
         sums = None
         for index, local in enumerate(eval_batches(eval_examples, micro_batch,
-                                                   train_config.eval_batches or 1,
+                                                   train_config.eval_batches,
                                                    process_index=jax.process_index(),
                                                    process_count=jax.process_count())):
             batch_sums = eval_step(state, mesh_lib.global_batch(local, mesh),
@@ -432,6 +436,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         if not len(eval_examples):
             log("the held-out split is empty: no evaluation (raise data.eval_fraction)")
+        can_evaluate = len(eval_examples) > 0 and train_config.eval_batches > 0
         while step < num_steps:
             batch = mesh_lib.global_batch(next(iterator), mesh)
             state, metrics = train_step(state, batch, train_rng)
@@ -444,7 +449,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
             finished = step == num_steps
             stopping = stop.signal_name is not None or step == train_config.stop_after
-            want_eval = len(eval_examples) > 0 and (
+            want_eval = can_evaluate and (
                 finished or (train_config.eval_every and step % train_config.eval_every == 0))
             want_save = finished or stopping or (train_config.checkpoint_every and
                                                  step % train_config.checkpoint_every == 0)
@@ -480,7 +485,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 break
         if start_step >= num_steps:
             log(f"{workdir} is already trained to step {start_step} (train.num_steps={num_steps})")
-            if len(eval_examples):
+            if can_evaluate:
                 last_eval = evaluate(start_step)
     finally:
         stop.uninstall()

@@ -91,7 +91,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskF
     k = grad_accum_steps
     # Row j*k + i goes to micro-batch i, so each device keeps a share of every micro-batch.
     micro = jax.tree_util.tree_map(
-        lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1), inputs)  # (k, B/k, ...)
+        lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1),
+        inputs)  # (k, B/k, ...)
 
     def micro_loss(params, micro_inputs, micro_rng):
         sums = forward_sums(params, state.apply_fn, micro_inputs, with_nsp=with_nsp,
@@ -146,7 +147,7 @@ def eval_metrics(sums: dict) -> dict:
 
 def jit_train_step(*, mask_fn: MaskFn, schedule: Callable, grad_accum_steps: int,
                    with_nsp: bool, mesh) -> Callable:
-    """train_step with its settings bound, compiled once; the state is donated (updated in place)."""
+    """train_step with its settings bound, compiled once; the state is donated (reused in place)."""
     step = functools.partial(train_step, mask_fn=mask_fn, schedule=schedule,
                              grad_accum_steps=grad_accum_steps, with_nsp=with_nsp)
     return jax.jit(step, donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))

@@ -47,7 +47,7 @@ Arguments (comma-separated key=value; a bare word is the task):
            scratch  random init, own vocabulary: the KerasNLP from-scratch model (1 layer,
                     hidden 64, 2 heads, intermediate 128, vocab 20k, 3 epochs);
            frozen   backbone frozen, 2 extra trainable encoder layers + a new pooler on top;
-           quick    from scratch, a 2-layer hidden-32 model on 256 examples, seconds (tests).
+           quick    from scratch, a 1-layer hidden-32 model on 256 examples, seconds (tests).
   variant  the model size row of bertlab.models.VARIANTS used when training from scratch
            (tiny, mini, small, medium, base, large); ignored with init_from.
 
@@ -217,13 +217,13 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     elif recipe == "quick":
         config.from_scratch = True
         config.vocab_size = 500
-        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 2, 2, 64
+        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 1, 2, 64
         model.max_position_embeddings = 64
         config.max_seq_length = 32
         config.max_train_examples = 256
         config.max_eval_examples = 128
-        config.batch_size = 16
-        config.epochs = 2
-        opt.lr = 1e-3
-        config.log_every = 4
+        config.batch_size = 8
+        config.epochs = 3
+        opt.lr = 3e-3
+        config.log_every = 8
     return config

