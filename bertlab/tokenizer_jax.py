@@ -9,10 +9,12 @@ static shapes over the tables of `bertlab.tokenizer_tables`. Four stages:
    removal of U+FFFD amounts to. Typed special tokens are found on the raw bytes.
 2. Normalise (parallel). A two-level table maps each code point to a result: how it splits the
    text and which 0..3 normalised characters it becomes. These go into the character's own byte
-   slots, so (B, N) bytes become (B, N + 1) slots (the extra one closes the last word). Uncased,
-   a capital sigma takes the final form where Python's str.lower() would (two cumulative scans).
-3. LinMaxMatch (one `lax.scan` over the slots, vectorised over the batch). The carry holds each
-   row's trie state and output position; a character follows failure links while the trie has
+   slots, so (B, N) bytes become (B, N + 1) slots (a space after each text closes its last
+   word). Uncased, a capital sigma takes the final form where Python's str.lower() would (two
+   cumulative scans, run only when the batch holds a capital sigma).
+3. LinMaxMatch (one loop over the slots, vectorised over the batch, stopping after the longest
+   text). The carry holds each row's trie state and output position; a character follows failure
+   links while the trie has
    no edge for it (a `while_loop` that runs while any row still needs a hop, usually 0 or 1
    times). A step writes no ids: it records (output position, state), because what LinMaxMatch
    pops in a step is always a prefix of that state's precomputed chain. A word that fails (no
@@ -309,6 +311,7 @@ def encode(tables: WordPieceTables, byte_array: jax.Array, lengths: jax.Array, *
     """(B, N) uint8 UTF-8 text and (B,) int32 byte lengths -> (B, T) int32 token ids, (B,)
     token counts, (B,) overflow flags. Pure and jittable (`max_tokens` static); the ids are
     `Tokenizer.encode(text)[:T]` of the tokenizer the tables were built from."""
+    lengths = jnp.clip(lengths, 0, byte_array.shape[1]).astype(jnp.int32)
     slots = character_slots(tables, byte_array, lengths)
     at, state, total = _scan_records(tables, slots, jnp.max(lengths))
     return _compact(tables, at, state, total, max_tokens)
