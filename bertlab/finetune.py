@@ -22,6 +22,7 @@ Workdir layout:
     vocab.txt            from_scratch only: the vocabulary learned on the training texts
     summary.json         per-seed metrics, median / mean / min / max / std, the best seed
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
+    seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
     seed_<n>/model/      the best epoch's export: config.json, params.msgpack, vocab.txt
     seed_<n>/metrics.jsonl  "train" lines every log_every steps; "train_epoch" and "eval" per epoch
     seed_<n>/tensorboard/   the same scalars for TensorBoard
@@ -64,6 +65,7 @@ from bertlab.tokenizer import Tokenizer, pack_ids
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
 RESULT_FILE = "result.json"
+EVAL_LOGITS_FILE = "eval_logits.npy"  # the best epoch's logits on the eval split, row order kept
 SUMMARY_FILE = init_from_lib.SUMMARY_FILE
 MODEL_DIR = init_from_lib.MODEL_DIR
 OPTIMIZERS = optimizer_lib.OPTIMIZERS + ("adam",)
@@ -223,7 +225,8 @@ def load_data(config) -> TaskData:
         test = subsample(test, config.max_eval_examples, config.data_seed)
     record = {"task": config.task, "data_dir": data_dir, "options": options,
               "train_split": config.train_split, "eval_split": config.eval_split,
-              "test_split": config.test_split}
+              "test_split": config.test_split, "max_eval_examples": config.max_eval_examples,
+              "data_seed": config.data_seed}
     return TaskData(spec, train, evaluation, test, record)
 
 
@@ -262,7 +265,8 @@ def training_steps(num_examples: int, batch_size: int, epochs: int,
 # The model: a backbone (imported or from scratch) and the classifier on top of it.
 # --------------------------------------------------------------------------------------------
 
-def prepare_backbone(config, workdir: str, train: Split, *, log=print) -> init_from_lib.Backbone:
+def prepare_backbone(config, workdir: str, train: Split | None, *, log=print
+                     ) -> init_from_lib.Backbone:
     """The backbone to start from. from_scratch: params=None (random init per seed) and a
     vocabulary learned on the training texts, kept in workdir/vocab.txt for every seed."""
     if not config.from_scratch:
@@ -331,17 +335,29 @@ def finetune_model_config(config, backbone: init_from_lib.Backbone) -> BertConfi
     return model_config
 
 
-def init_classifier_params(model: BertForSequenceClassification, backbone_params, rng: jax.Array,
-                           seq_len: int, mesh) -> Any:
-    """Fresh parameters for the whole classifier, the backbone's replaced by `backbone_params`
-    (None: keep the random backbone). Shapes must agree leaf by leaf."""
+def make_init_fn(model: BertForSequenceClassification, backbone_params, seq_len: int, mesh
+                 ) -> Callable[[jax.Array], Any]:
+    """rng -> the whole classifier's parameters, replicated: fresh head (and extra layers), the
+    backbone's weights from `backbone_params` (None: a random backbone, from_scratch). Shapes are
+    checked leaf by leaf first. Built once per run, so every seed reuses one compilation."""
     ids = jnp.zeros((1, seq_len), jnp.int32)  # (1, T): shapes only matter for init
-    params = jax.jit(lambda key: model.init({"params": key}, ids, ids, jnp.ones_like(ids),
-                                            deterministic=True)["params"])(rng)
-    if backbone_params is not None:
-        check_same_shapes(params["bert"], backbone_params)
-        params = {**params, "bert": jax.tree_util.tree_map(jnp.asarray, backbone_params)}
-    return mesh_lib.replicate(params, mesh)
+    keep_backbone = backbone_params is None
+
+    def init(key):
+        params = model.init({"params": key}, ids, ids, jnp.ones_like(ids),
+                            deterministic=True)["params"]
+        # Returning only the new parts lets XLA skip drawing a random backbone it would discard.
+        return params if keep_backbone else {k: v for k, v in params.items() if k != "bert"}
+
+    init = jax.jit(init)
+    if keep_backbone:
+        return lambda rng: mesh_lib.replicate(init(rng), mesh)
+    expected = jax.eval_shape(lambda key: model.init({"params": key}, ids, ids, ids,
+                                                     deterministic=True)["params"]["bert"],
+                              jax.random.PRNGKey(0))
+    check_same_shapes(expected, backbone_params)
+    backbone = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, backbone_params), mesh)
+    return lambda rng: {"bert": backbone, **mesh_lib.replicate(init(rng), mesh)}
 
 
 def check_same_shapes(expected, given) -> None:
@@ -446,37 +462,62 @@ class Prepared:
     mesh: Any
 
 
-def train_seed(prepared: Prepared, seed: int, seed_dir: str, *, log=print) -> dict:
+@dataclasses.dataclass
+class Training:
+    """The model, optimizer and compiled steps of a run: built once, shared by every seed (the
+    seeds differ only in the rng), so a 5-seed run compiles once."""
+
+    model: BertForSequenceClassification
+    init: Callable[[jax.Array], Any]
+    tx: optax.GradientTransformation
+    train_step: Callable
+    eval_step: Callable
+    steps_per_epoch: int
+    num_steps: int
+    warmup_steps: int
+    eval_batch: int
+
+
+def build_training(prepared: Prepared) -> Training:
+    config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
+    mesh_lib.check_batch_divides(config.batch_size, mesh, what="batch_size")
+    steps_per_epoch, num_steps, warmup_steps = training_steps(
+        len(prepared.train["token_ids"]), config.batch_size, config.epochs,
+        config.optimizer.warmup_fraction)
+    frozen = FROZEN_GROUPS if config.freeze_backbone else ()
+    model = BertForSequenceClassification(prepared.model_config, num_labels=spec.num_labels,
+                                          extra_layers=config.extra_layers)
+    tx, schedule = make_finetune_optimizer(config.optimizer, num_steps=num_steps,
+                                           warmup_steps=warmup_steps, frozen=frozen)
+    return Training(
+        model=model,
+        init=make_init_fn(model, prepared.backbone.params, config.max_seq_length, mesh),
+        tx=tx,
+        train_step=steps.jit_classify_train_step(schedule=schedule, regression=spec.is_regression,
+                                                 frozen=frozen, mesh=mesh),
+        eval_step=steps.jit_classify_eval_step(mesh=mesh),
+        steps_per_epoch=steps_per_epoch, num_steps=num_steps, warmup_steps=warmup_steps,
+        eval_batch=_round_up(config.eval_batch_size, mesh.size))
+
+
+def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str) -> dict:
     """Trains one seed in seed_dir and returns (and writes) its result.json."""
+    from bertlab.train_state import create_train_state
+
     config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
     os.makedirs(seed_dir, exist_ok=True)
     started = time.time()
     num_examples = len(prepared.train["token_ids"])
     batch_size = config.batch_size
-    mesh_lib.check_batch_divides(batch_size, mesh, what="batch_size")
-    eval_batch = _round_up(config.eval_batch_size, mesh.size)
-    steps_per_epoch, num_steps, warmup_steps = training_steps(
-        num_examples, batch_size, config.epochs, config.optimizer.warmup_fraction)
-    frozen = FROZEN_GROUPS if config.freeze_backbone else ()
-
-    model = BertForSequenceClassification(prepared.model_config, num_labels=spec.num_labels,
-                                          extra_layers=config.extra_layers)
+    steps_per_epoch, num_steps = training.steps_per_epoch, training.num_steps
+    train_step, eval_step, eval_batch = training.train_step, training.eval_step, training.eval_batch
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = init_classifier_params(model, prepared.backbone.params, init_rng,
-                                    config.max_seq_length, mesh)
-    tx, schedule = make_finetune_optimizer(config.optimizer, num_steps=num_steps,
-                                           warmup_steps=warmup_steps, frozen=frozen)
-    from bertlab.train_state import create_train_state
-
-    state = create_train_state(model, tx, params, mesh=mesh)
-    train_step = steps.jit_classify_train_step(schedule=schedule, regression=spec.is_regression,
-                                               frozen=frozen, mesh=mesh)
-    eval_step = steps.jit_classify_eval_step(mesh=mesh)
+    state = create_train_state(training.model, training.tx, training.init(init_rng), mesh=mesh)
     dropout_rng = mesh_lib.replicate(dropout_rng, mesh)
     writer = MetricWriter(seed_dir, total_steps=num_steps)
     writer.message(f"seed {seed}: {num_examples} train / {len(prepared.eval['token_ids'])} eval "
                    f"examples, {config.epochs} epoch(s) x {steps_per_epoch} steps of "
-                   f"{batch_size}, warm-up {warmup_steps} of {num_steps} updates")
+                   f"{batch_size}, warm-up {training.warmup_steps} of {num_steps} updates")
 
     best: dict | None = None
     best_epoch, best_params, epochs_without_gain, stopped_early = 0, None, 0, False
@@ -519,6 +560,7 @@ def train_seed(prepared: Prepared, seed: int, seed_dir: str, *, log=print) -> di
             if improved:
                 best, best_epoch, epochs_without_gain = eval_result, epoch, 0
                 best_params = jax.device_get(state.params)
+                np.save(os.path.join(seed_dir, EVAL_LOGITS_FILE), logits)
                 save_model(os.path.join(seed_dir, MODEL_DIR), prepared, best_params,
                            meta={"seed": seed, "epoch": epoch, "step": step, "eval": eval_result})
             else:
@@ -546,7 +588,8 @@ def train_seed(prepared: Prepared, seed: int, seed_dir: str, *, log=print) -> di
     result = {"seed": seed, "best_epoch": best_epoch, "epochs_run": epochs_run,
               "stopped_early": stopped_early, "eval": best, "test": test_result,
               "num_train_examples": num_examples, "steps": step, "num_steps": num_steps,
-              "warmup_steps": warmup_steps, "seconds": round(time.time() - started, 2)}
+              "warmup_steps": training.warmup_steps,
+              "seconds": round(time.time() - started, 2)}
     _write_json(os.path.join(seed_dir, RESULT_FILE), result)
     return result
 
@@ -612,8 +655,10 @@ def summarize(spec: TaskSpec, results: Sequence[dict]) -> dict:
 def prepare(config, workdir: str, *, log=print) -> Prepared:
     """Steps 1-2 of a run (data, backbone, tokens), shared by every seed."""
     check_config(config)
+    # A pretrained backbone is resolved first: a wrong init_from fails before any data is read.
+    backbone = None if config.from_scratch else prepare_backbone(config, workdir, None, log=log)
     data = load_data(config)
-    backbone = prepare_backbone(config, workdir, data.train, log=log)
+    backbone = backbone or prepare_backbone(config, workdir, data.train, log=log)
     model_config = finetune_model_config(config, backbone)
     tokenizer = Tokenizer.from_file(backbone.vocab_path, lower_case=backbone.lower_case)
     encode = lambda split: encode_split(tokenizer, data.spec, split, config.max_seq_length)
@@ -636,7 +681,7 @@ def finetune(config, workdir: str, *, log=print) -> dict:
         f"{len(prepared.data.eval)} {config.eval_split} examples; backbone "
         f"{prepared.backbone.kind} ({prepared.model_config.num_layers} layers, hidden "
         f"{prepared.model_config.hidden_size}, vocab {prepared.model_config.vocab_size})")
-    results = []
+    results, training = [], None
     for seed in config.seeds:
         seed_dir = os.path.join(workdir, f"seed_{seed}")
         result_path = os.path.join(seed_dir, RESULT_FILE)
@@ -648,7 +693,8 @@ def finetune(config, workdir: str, *, log=print) -> dict:
         if os.path.exists(seed_dir):
             log(f"seed {seed}: an unfinished run is in {seed_dir}; restarting it from scratch")
             shutil.rmtree(seed_dir)
-        results.append(train_seed(prepared, seed, seed_dir, log=log))
+        training = training or build_training(prepared)
+        results.append(train_seed(prepared, training, seed, seed_dir))
     summary = summarize(prepared.data.spec, results)
     _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     return summary
@@ -730,7 +776,7 @@ def load_eval_split(model: FineTuned, split: str, data_dir: str | None = None,
     if not loaded.is_labelled:
         raise FinetuneConfigError(f"split {split!r} of {record['task']} has no labels; use "
                                   f"`bertlab predict` for unlabelled text")
-    return subsample(loaded, max_examples, 0)
+    return subsample(loaded, max_examples, record.get("data_seed", 0))
 
 
 def _encode_sentences(params, token_ids, segment_ids, attention_mask, *, config: BertConfig):
