@@ -70,7 +70,7 @@ def padded_pairs(vocab_size: int, type_vocab: int = 2):
 def saved_hf_flax(model_class, config, directory, seed=0):
     """A transformers Flax model with random weights, saved (flax_model.msgpack) to directory.
 
-    Returns a jitted `(ids, segments, mask) -> outputs` of the reference, and its params.
+    Returns `(ids, segments, mask) -> outputs` of the reference, and its params.
     Params are drawn from shapes (eval_shape), skipping transformers' slow eager init.
     """
     model = model_class(config, _do_init=False)
@@ -78,8 +78,9 @@ def saved_hf_flax(model_class, config, directory, seed=0):
     shapes = jax.eval_shape(model.module.init, jax.random.PRNGKey(0), dummy, dummy, dummy, dummy, None)
     params = random_params(shapes["params"], seed)
     model.save_pretrained(directory, params=params)
-    forward = jax.jit(lambda ids, segments, mask: model.module.apply(
-        {"params": params}, ids, mask, segments, None, None))
+    def forward(ids, segments, mask):
+        return model.module.apply({"params": params}, ids, mask, segments, None, None)
+
     return forward, params
 
 
@@ -89,13 +90,13 @@ def test_pretraining_matches_flax_bert(name, tmp_path):
     reference, hf_params = saved_hf_flax(transformers.FlaxBertForPreTraining, config, tmp_path)
     ids, segments, mask, positions = padded_pairs(config.vocab_size, config.type_vocab_size)
     expected = reference(ids, segments, mask)
-    expected_hidden = jax.jit(lambda: transformers.FlaxBertModel(config, _do_init=False).module.apply(
-        {"params": hf_params["bert"]}, ids, mask, segments, None, None))()
+    expected_hidden = transformers.FlaxBertModel(config, _do_init=False).module.apply(
+        {"params": hf_params["bert"]}, ids, mask, segments, None, None)
 
     ours_config, params = load_hf(tmp_path, model="pretraining")
     assert ours_config.tie_embeddings == config.tie_word_embeddings
     model = BertForPreTraining(ours_config)
-    out = jax.jit(model.apply)({"params": params}, ids, segments, mask, positions)
+    out = model.apply({"params": params}, ids, segments, mask, positions)
 
     gathered = np.take_along_axis(np.asarray(expected.prediction_logits), positions[:, :, None], axis=1)
     assert out["mlm_logits"].shape == (3, 3, config.vocab_size)
@@ -106,7 +107,7 @@ def test_pretraining_matches_flax_bert(name, tmp_path):
                                atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(out["pooled_output"], expected_hidden.pooler_output, atol=TOLERANCE, rtol=0)
 
-    everywhere = jax.jit(model.apply)({"params": params}, ids, segments, mask)
+    everywhere = model.apply({"params": params}, ids, segments, mask)
     np.testing.assert_allclose(everywhere["mlm_logits"], expected.prediction_logits, atol=TOLERANCE, rtol=0)
 
 
@@ -118,7 +119,7 @@ def test_base_model_matches_flax_bert_without_prefix(tmp_path):
     expected = reference(ids, segments, mask)
     ours_config, params = load_hf(tmp_path, model="bert")
     assert "embeddings" in params and "bert" not in params
-    sequence, pooled = jax.jit(BertModel(ours_config).apply)({"params": params}, ids, segments, mask)
+    sequence, pooled = BertModel(ours_config).apply({"params": params}, ids, segments, mask)
     np.testing.assert_allclose(sequence, expected.last_hidden_state, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(pooled, expected.pooler_output, atol=TOLERANCE, rtol=0)
 
@@ -132,23 +133,23 @@ def test_classification_matches_flax_bert(num_labels, tmp_path):
     expected = reference(ids, segments, mask).logits
     ours_config, params = load_hf(tmp_path, model="classification")
     model = BertForSequenceClassification(ours_config, num_labels=num_labels)
-    logits = jax.jit(model.apply)({"params": params}, ids, segments, mask)
+    logits = model.apply({"params": params}, ids, segments, mask)
     assert logits.shape == (3, num_labels) and logits.dtype == np.float32
     np.testing.assert_allclose(logits, expected, atol=TOLERANCE, rtol=0)
 
 
-def test_fused_attention_kernel_matches_explicit(tmp_path):
-    """jax.nn.dot_product_attention (used when no attention dropout is active) = the einsums."""
-    from bertlab.models.attention import SelfAttention, attention_bias
+def test_fused_attention_kernel_matches_explicit():
+    """attention_kernel="fused" (jax.nn.dot_product_attention) gives the explicit kernel's numbers."""
+    import dataclasses
+
     from bertlab.models.config import BertConfig
 
-    config = BertConfig(hidden_size=48, num_heads=3, vocab_size=10, num_layers=1, intermediate_size=8)
-    x = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 48))
-    _, _, mask, _ = padded_pairs(10)
-    bias = attention_bias(mask)
-    params = SelfAttention(config).init(jax.random.PRNGKey(1), x, bias)
-    explicit = SelfAttention(config, fused=False).apply(params, x, bias)
-    fused = SelfAttention(config, fused=True).apply(params, x, bias)
+    config = BertConfig(hidden_size=48, num_heads=3, vocab_size=211, num_layers=1, intermediate_size=8)
+    ids, segments, mask, _ = padded_pairs(config.vocab_size)
+    params = BertModel(config).init(jax.random.PRNGKey(1), ids, segments, mask)
+    explicit = BertModel(config).apply(params, ids, segments, mask)[0]
+    fused_model = BertModel(dataclasses.replace(config, attention_kernel="fused"))
+    fused = fused_model.apply(params, ids, segments, mask)[0]
     np.testing.assert_allclose(fused, explicit, atol=1e-6, rtol=0)
 
 
