@@ -21,6 +21,7 @@ Workdir layout:
     config.json          the full config (a rerun with another config is refused, seeds aside)
     vocab.txt            from_scratch only: the vocabulary learned on the training texts
     summary.json         per-seed metrics, median / mean / min / max / std, the best seed
+    curves.png           every seed's loss and task metric per epoch, train and validation
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
     seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
     seed_<n>/model/      the best epoch's export: config.json, params.msgpack, vocab.txt
@@ -58,7 +59,7 @@ from bertlab.metrics import task_metrics
 from bertlab.models import BertForSequenceClassification, BertModel, mean_pool
 from bertlab.models.config import (VARIANTS, BertConfig, ConfigError, config_from_dict,
                                    config_to_dict)
-from bertlab.plots_finetune import CURVES_PLOT, plot_epoch_curves
+from bertlab.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
 from bertlab.pretrain import NonFiniteLossError
 from bertlab.tokenizer import Tokenizer, pack_ids
 
@@ -126,11 +127,12 @@ def check_rerun(workdir: str, config_dict: dict) -> None:
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    for key in sorted(_flat(saved).keys() | _flat(config_dict).keys()):
+        saved = _flat(json.load(f))
+    current = _flat(config_dict)
+    for key in sorted(saved.keys() | current.keys()):
         if key.split(".")[0] in RERUN_FREE_KEYS:
             continue
-        before, now = _flat(saved).get(key, "<absent>"), _flat(config_dict).get(key, "<absent>")
+        before, now = saved.get(key, "<absent>"), current.get(key, "<absent>")
         if _jsonish(before) != _jsonish(now):
             raise FinetuneConfigError(
                 f"{path} was written by a run with {key}={before!r}, now {now!r}; use a new "
@@ -418,17 +420,22 @@ def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
 def run_eval(eval_step: Callable, state, encoded: dict, batch_size: int, mesh
              ) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, L), per-example loss (N,)) of every row, in order."""
+    from tqdm import tqdm
+
     count = len(encoded["token_ids"])
+    if not count:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
+    starts = range(0, count, batch_size)
     logits, losses = [], []
-    for start in range(0, count, batch_size):
+    # A bar only for long passes (IMDB's 25k reviews at 512 tokens take minutes on a CPU).
+    for start in tqdm(starts, desc="evaluating", unit="batch", leave=False,
+                      disable=len(starts) < 50):
         rows = np.arange(start, min(start + batch_size, count))
         batch = mesh_lib.global_batch(batch_of(encoded, rows, batch_size), mesh)
         out = eval_step(state, batch)
         logits.append((out["logits"], len(rows)))
         losses.append((out["loss"], len(rows)))
     fetch = lambda parts: np.concatenate([np.asarray(jax.device_get(x))[:n] for x, n in parts])
-    if not count:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
     return fetch(logits), fetch(losses)
 
 
@@ -697,6 +704,9 @@ def finetune(config, workdir: str, *, log=print) -> dict:
         results.append(train_seed(prepared, training, seed, seed_dir))
     summary = summarize(prepared.data.spec, results)
     _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    plot_seed_curves([os.path.join(workdir, f"seed_{r['seed']}", METRICS_FILE) for r in results],
+                     os.path.join(workdir, CURVES_PLOT), metric=prepared.data.spec.metric,
+                     title=f"{prepared.data.spec.name}: {len(results)} seed(s)")
     return summary
 
 
@@ -713,6 +723,7 @@ class FineTuned:
     tokenizer: Tokenizer
     state: Any  # a TrainState holding the params (no optimizer), for classify_eval_step
     mesh: Any
+    eval_step: Callable  # the loop's jitted evaluation step, compiled once per loaded model
 
     @property
     def max_seq_length(self) -> int:
@@ -731,7 +742,7 @@ def load_finetuned(path: str, seed: int | None = None) -> FineTuned:
     params = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, export.params), mesh)
     state = create_train_state(model, optax.identity(), params, mesh=mesh)
     tokenizer = Tokenizer.from_file(export.vocab_path, lower_case=export.lower_case)
-    return FineTuned(export, spec, tokenizer, state, mesh)
+    return FineTuned(export, spec, tokenizer, state, mesh, steps.jit_classify_eval_step(mesh=mesh))
 
 
 def predict_logits(model: FineTuned, texts: Sequence[str], pairs: Sequence[str] | None = None,
@@ -745,7 +756,7 @@ def predict_logits(model: FineTuned, texts: Sequence[str], pairs: Sequence[str] 
     encoded = model.tokenizer.pack(list(texts), None if pairs is None else list(pairs),
                                    max_length=model.max_seq_length)
     encoded["labels"] = np.zeros(len(texts), np.float32 if model.spec.is_regression else np.int32)
-    logits, _ = run_eval(steps.jit_classify_eval_step(mesh=model.mesh), model.state, encoded,
+    logits, _ = run_eval(model.eval_step, model.state, encoded,
                          _round_up(batch_size, model.mesh.size), model.mesh)
     return logits
 
@@ -759,8 +770,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def evaluate_split(model: FineTuned, split: Split, batch_size: int = 64) -> tuple[dict, np.ndarray]:
     """(metrics incl. loss, logits) of the model on a labelled split."""
     encoded = encode_split(model.tokenizer, model.spec, split, model.max_seq_length)
-    logits, losses = run_eval(steps.jit_classify_eval_step(mesh=model.mesh), model.state,
-                              encoded, _round_up(batch_size, model.mesh.size), model.mesh)
+    logits, losses = run_eval(model.eval_step, model.state, encoded,
+                              _round_up(batch_size, model.mesh.size), model.mesh)
     return score(model.spec, logits, losses, encoded["labels"]), logits
 
 

@@ -2,7 +2,8 @@
 
 bertlab.plots draws pretraining's loss against step; fine-tuning is read per epoch and needs the
 task metric beside the loss, so it has its own figure here (two panels, one PNG). Reads the
-"train_epoch" and "eval" records of metrics.jsonl; matplotlib's object API with the Agg canvas.
+"train_epoch" and "eval" records of metrics.jsonl (one run, or every seed of a run overlaid);
+matplotlib's object API with the Agg canvas.
 """
 
 from __future__ import annotations
@@ -25,30 +26,51 @@ def _by_epoch(records: dict[int, dict], key: str) -> tuple[list[int], list[float
     return epochs, [points[e] for e in epochs]
 
 
+def plotted_split(axes, name: str) -> bool:
+    """Whether a line labelled `name` is already on the axes (label each split once)."""
+    return any(line.get_label() == name for line in axes.get_lines())
+
+
 def plot_epoch_curves(metrics_path: str, out_path: str, *, metric: str,
                       title: str = "") -> str | None:
-    """Writes the PNG (atomically) and returns its path; None before the first epoch ends."""
+    """One seed: writes the PNG (atomically) and returns its path; None before the first epoch."""
+    title = title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path)))
+    return plot_seed_curves([metrics_path], out_path, metric=metric, title=title)
+
+
+def plot_seed_curves(metrics_paths: list[str], out_path: str, *, metric: str,
+                     title: str = "") -> str | None:
+    """Loss (left) and `metric` (right) per epoch, train in blue and validation in orange, one
+    line per seed's metrics.jsonl (several seeds show the spread). None if nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    metrics = read_metrics(metrics_path)
-    train, evaluation = metrics.get("train_epoch", {}), metrics.get("eval", {})
-    if not train and not evaluation:
+    runs = [read_metrics(path) for path in metrics_paths]
+    runs = [run for run in runs if run.get("train_epoch") or run.get("eval")]
+    if not runs:
         return None
     figure = Figure(figsize=(10, 4), dpi=110)
     FigureCanvasAgg(figure)
-    for index, (key, label) in enumerate((("loss", "loss"), (metric, metric))):
+    alpha = 1.0 if len(runs) == 1 else 0.6
+    for index, key in enumerate(("loss", metric)):
         axes = figure.add_subplot(1, 2, index + 1)
-        for records, name, color in ((train, "train", "tab:blue"),
-                                     (evaluation, "validation", "tab:orange")):
-            epochs, values = _by_epoch(records, key)
-            if epochs:
-                axes.plot(epochs, values, "o-", label=name, color=color, linewidth=1.2)
+        plotted = False
+        for split, name, color in (("train_epoch", "train", "tab:blue"),
+                                   ("eval", "validation", "tab:orange")):
+            for run in runs:
+                epochs, values = _by_epoch(run.get(split, {}), key)
+                if epochs:
+                    axes.plot(epochs, values, "o-", color=color, linewidth=1.2, alpha=alpha,
+                              markersize=3, label=None if plotted_split(axes, name) else name)
+                    plotted = True
         axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(key)
         axes.grid(True, alpha=0.3)
-        axes.legend()
-    figure.suptitle(title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path))))
+        if plotted:
+            axes.legend()
+    figure.suptitle(title)
     figure.tight_layout()
     tmp = out_path + ".tmp.png"
     figure.savefig(tmp)

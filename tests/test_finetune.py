@@ -349,8 +349,9 @@ def test_workdir_layout_metrics_and_plots(single_run):
     assert all({"loss", "accuracy", "f1"} <= set(r) for r in per_epoch["eval"])
     assert len(per_epoch["test"]) == 1
     assert any(r["split"] == "train" and "grad_norm" in r for r in records)
-    with open(os.path.join(workdir, "seed_0", "curves.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for png in ("seed_0/curves.png", "curves.png"):  # one seed; every seed overlaid
+        with open(os.path.join(workdir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.isdir(os.path.join(workdir, "seed_0", "tensorboard"))
 
 

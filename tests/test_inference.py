@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab import finetune, init_from
+from bertlab import finetune, init_from, steps
 from bertlab.checkpoints import state as ckpt
 from bertlab.commands import embed as embed_cmd
 from bertlab.commands import evaluate as evaluate_cmd
@@ -90,7 +90,8 @@ def test_export_round_trip_is_bitwise_and_predicts_the_same(tmp_path, vocab_file
         export=export, spec=TASKS["mrpc"], mesh=mesh,
         tokenizer=Tokenizer.from_file(vocab_file, lower_case=False),
         state=create_train_state(model, optax.identity(),
-                                 jax.tree_util.tree_map(jnp.asarray, params), mesh=mesh))
+                                 jax.tree_util.tree_map(jnp.asarray, params), mesh=mesh),
+        eval_step=steps.jit_classify_eval_step(mesh=mesh))
     reloaded = finetune.load_finetuned(str(tmp_path / "model"))
     texts = ["the good film", "a bad movie", "Plot is fun ."]
     pairs = ["the story was dull", "very good", "not fun"]
