@@ -686,7 +686,7 @@ def finetune(config, workdir: str, *, log=print) -> dict:
     _write_json(os.path.join(workdir, CONFIG_FILE), config_dict)
     log(f"{prepared.data.spec.name}: {len(prepared.data.train)} train, "
         f"{len(prepared.data.eval)} {config.eval_split} examples; backbone "
-        f"{prepared.backbone.kind} ({prepared.model_config.num_layers} layers, hidden "
+        f"{prepared.backbone.kind} ({prepared.model_config.num_layers} layer(s), hidden "
         f"{prepared.model_config.hidden_size}, vocab {prepared.model_config.vocab_size})")
     results, training = [], None
     for seed in config.seeds:

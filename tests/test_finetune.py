@@ -166,6 +166,48 @@ def test_bad_overrides_exit_with_one_line(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "w" / "seed_0")
 
 
+def test_model_overrides_apply_to_a_pretrained_backbone_but_sizes_are_refused():
+    backbone = init_from.Backbone(variant_config("tiny", vocab_size=50), None, "vocab.txt", True,
+                                  "huggingface", "somewhere")
+    config = finetune_configs.get_config("task=sst2")
+    config.init_from = "somewhere"
+    config.model.hidden_dropout, config.model.attention_dropout = 0.3, 0.0
+    model_config = finetune.finetune_model_config(config, backbone)
+    assert (model_config.hidden_dropout, model_config.attention_dropout) == (0.3, 0.0)
+    assert model_config.hidden_size == 128 and model_config.vocab_size == 50
+    config.model.hidden_size = 256
+    with pytest.raises(finetune.FinetuneConfigError, match=r"model.hidden_size=256 .* has "
+                                                           r"hidden_size=128"):
+        finetune.finetune_model_config(config, backbone)
+    config.model.hidden_size = None
+    config.max_seq_length = 1024
+    with pytest.raises(finetune.FinetuneConfigError, match="max_position_embeddings=512"):
+        finetune.finetune_model_config(config, backbone)
+    scratch = finetune_configs.get_config("task=imdb,recipe=scratch")
+    sizes = finetune.scratch_model_config(scratch, 20000)
+    assert (sizes.num_layers, sizes.hidden_size, sizes.num_heads, sizes.intermediate_size,
+            sizes.vocab_size, sizes.max_position_embeddings) == (1, 64, 2, 128, 20000, 512)
+
+
+def test_config_values_are_checked_by_name():
+    config = finetune_configs.get_config("task=sst2")
+    config.init_from = "x"
+    for key, value, message in (("optimizer.warmup_fraction", 1.5, "warmup_fraction=1.5"),
+                                ("optimizer.name", "sgd", "optimizer.name='sgd'"),
+                                ("seeds", (1, 1), "repeats a seed"),
+                                ("batch_size", 0, "batch_size=0")):
+        bad = finetune_configs.get_config("task=sst2")
+        bad.init_from = "x"
+        node, *rest = key.split(".")
+        if rest:
+            bad[node][rest[0]] = value
+        else:
+            bad[node] = value
+        with pytest.raises(finetune.FinetuneConfigError, match=re.escape(message)):
+            finetune.check_config(bad)
+    finetune.check_config(config)
+
+
 # ------------------------------------------------------------------------ schedule, optimizer
 
 
