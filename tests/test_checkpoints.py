@@ -265,11 +265,12 @@ def test_pytorch_bin_is_read_without_torch_and_without_running_code(tmp_path, re
 # ------------------------------------------------------------------------- HuggingFace export
 
 
-def random_params(module, config, seed=0, **kwargs):
+def random_params(module, config, seed=0):
+    """N(0, 0.1) draws in the module's tree (eval_shape: no init run, shapes are what matter)."""
     ids, segments, mask, _ = inputs(config.vocab_size)
-    params = module.init(jax.random.PRNGKey(seed), ids, segments, mask, **kwargs)["params"]
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), ids, segments, mask)["params"]
     rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32), params)
+    return jax.tree_util.tree_map(lambda x: rng.normal(0, 0.1, x.shape).astype(np.float32), shapes)
 
 
 def test_export_to_hf_loads_in_transformers_with_the_same_outputs(tmp_path, torch, transformers):
@@ -285,18 +286,27 @@ def test_export_to_hf_loads_in_transformers_with_the_same_outputs(tmp_path, torc
     assert_pretraining_matches(config, params, reference.eval(), torch)
 
     ids, segments, mask, _ = inputs(config.vocab_size)
-    flax_model = transformers.FlaxBertModel.from_pretrained(tmp_path / "pre", from_pt=True)
-    expected = flax_model(ids, attention_mask=mask, token_type_ids=segments)
-    sequence, pooled = BertModel(config).apply({"params": params["bert"]}, ids, segments, mask)
-    np.testing.assert_allclose(sequence, expected.last_hidden_state, atol=TOLERANCE, rtol=0)
-    np.testing.assert_allclose(pooled, expected.pooler_output, atol=TOLERANCE, rtol=0)
-
+    _, pooled = BertModel(config).apply({"params": params["bert"]}, ids, segments, mask)
     # a bare backbone is written without the "bert." prefix, like transformers' BertModel
     hf.save_hf(tmp_path / "base", config, params["bert"])
     reference, info = transformers.BertModel.from_pretrained(tmp_path / "base", output_loading_info=True)
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
     np.testing.assert_allclose(torch_outputs(reference.eval(), torch, ids, segments, mask).pooler_output.numpy(),
                                pooled, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.slow  # transformers' Flax from_pretrained initialises a model eagerly first (~10 s)
+def test_export_loads_in_flax_bert_with_the_same_outputs(tmp_path, transformers):
+    config = BertConfig(vocab_size=61, hidden_size=24, num_layers=2, num_heads=2, intermediate_size=40,
+                        max_position_embeddings=20)
+    params = random_params(BertForPreTraining(config), config, seed=4)
+    hf.save_hf(tmp_path, config, params)
+    ids, segments, mask, _ = inputs(config.vocab_size)
+    flax_model = transformers.FlaxBertModel.from_pretrained(tmp_path)  # reads the PyTorch safetensors
+    expected = flax_model(ids, attention_mask=mask, token_type_ids=segments)
+    sequence, pooled = BertModel(config).apply({"params": params["bert"]}, ids, segments, mask)
+    np.testing.assert_allclose(sequence, expected.last_hidden_state, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(pooled, expected.pooler_output, atol=TOLERANCE, rtol=0)
 
 
 def test_export_of_classifier_and_untied_decoder(tmp_path, torch, transformers):
