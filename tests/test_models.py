@@ -299,8 +299,9 @@ def test_classifier_extra_layers_are_fresh_blocks_on_top():
 
 
 def test_bfloat16_compute_stays_close_to_float32():
-    """Same float32 params, bfloat16 matmuls: within 0.05 on LayerNorm-scale outputs (measured
-    about 0.02) and 0.1 on logits; logits still come back float32."""
+    """Same float32 params, bfloat16 matmuls. Stated tolerance: 0.05 absolute on the
+    LayerNorm-scale sequence output (measured 0.023: bfloat16 keeps ~3 significant digits) and
+    2 % of the largest logit on MLM logits (measured 0.6 %); logits still come back float32."""
     ids, segments, mask = batch()
     model32 = BertForPreTraining(SMALL)
     params = init(model32, ids, segments, mask)
@@ -313,7 +314,8 @@ def test_bfloat16_compute_stays_close_to_float32():
     real = mask.astype(bool)
     diff = np.abs(np.asarray(out16["sequence_output"], np.float32) - out32["sequence_output"])[real]
     assert diff.max() < 0.05
-    assert np.abs(out16["mlm_logits"] - out32["mlm_logits"])[real].max() < 0.1
+    largest = np.abs(out32["mlm_logits"]).max()
+    assert np.abs(out16["mlm_logits"] - out32["mlm_logits"]).max() < 0.02 * largest
 
 
 def test_sequences_longer_than_the_position_table_are_refused():

@@ -46,7 +46,8 @@ def heads_of(params) -> list[str]:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("bertlab").setLevel(logging.INFO)
     from bertlab.checkpoints import load_pretrained, save_bertlab
     from bertlab.checkpoints.hf import save_hf
     from bertlab.models.config import ConfigError, count_params
