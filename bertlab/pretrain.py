@@ -61,7 +61,7 @@ DATA_DIR = "data"
 FINAL_METRICS_FILE = "final_metrics.json"
 MODEL_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 # Model keys that may change on resume: they shape no parameter.
-RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype")
+RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype", "attention_kernel")
 
 
 class PretrainConfigError(ValueError):

@@ -56,6 +56,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     model.pre_ln = False                 # True: LayerNorm before each sub-layer (pre-LN)
     model.tie_embeddings = True          # MLM decoder reuses the word-embedding table
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
+    model.attention_kernel = "explicit"  # explicit einsums | fused (jax.nn.dot_product_attention)
 
     # --- data: raw text -> vocabulary -> shards on disk -> masked batches (masking is per step).
     config.data = data = ml_collections.ConfigDict()

@@ -241,3 +241,16 @@ def test_help_lists_the_config_keys(capsys):
     out = capsys.readouterr().out
     assert "usage: bertlab pretrain" in out
     assert "--config.optimizer.lr=0.001" in out and "--config.model.num_layers=2" in out
+
+
+@pytest.mark.parametrize("variant", ["tiny", "base", "quick", "demo"])
+def test_config_exposes_every_model_knob(variant):
+    from bertlab.config_cli import load_config_file
+    from bertlab.models.config import CONFIG_FIELDS
+
+    config = load_config_file(os.path.join(REPO, f"configs/pretrain.py:{variant}"))
+    assert set(config.model) - {"variant"} == set(CONFIG_FIELDS) - {"vocab_size"}
+    model = pretrain.model_config_from(config, vocab_size=100)
+    assert model.vocab_size == 100
+    if variant == "base":
+        assert (model.num_layers, model.hidden_size, model.num_heads) == (12, 768, 12)
