@@ -187,6 +187,20 @@ def test_init_from_huggingface_needs_its_vocabulary(tmp_path, minilm_dir):
     assert backbone.params["embeddings"]["word_embeddings"]["embedding"].shape == (30522, 384)
 
 
+def test_a_collapsed_backbone_is_detected(tmp_path, vocab_file):
+    """Every token embedded alike and no positions: every text gets one vector (cosine 1)."""
+    config, _, params = tiny_classifier(23)
+    bert = jax.tree_util.tree_map(np.array, params["bert"])
+    healthy = init_from.Backbone(config, bert, vocab_file, False, "export", "x")
+    texts = ["the good film", "a bad movie .", "Plot is fun", "not very dull"]
+    assert finetune.backbone_collapse(healthy, texts) < 0.99
+    embeddings = bert["embeddings"]
+    embeddings["word_embeddings"]["embedding"][:] = embeddings["word_embeddings"]["embedding"][0]
+    embeddings["position_embeddings"]["embedding"][:] = 0.0
+    collapsed = init_from.Backbone(config, bert, vocab_file, False, "export", "x")
+    assert finetune.backbone_collapse(collapsed, texts) > finetune.COLLAPSE_COSINE
+
+
 # ---------------------------------------------------------------------- embed / similarity
 
 
