@@ -74,6 +74,9 @@ MODEL_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size"
 # Keys a rerun in the same workdir may change: they decide which seeds run, not what a seed does.
 RERUN_FREE_KEYS = ("seeds", "log_every")
 FROZEN_GROUPS = ("bert",)  # what freeze_backbone keeps fixed: the whole backbone
+# curves.png is redrawn after an epoch when this long has passed since the last drawing (real
+# epochs take minutes: every epoch), and always when a seed ends; a PNG costs ~0.5 s.
+PLOT_INTERVAL_SECONDS = 30.0
 
 
 class FinetuneConfigError(ValueError):
@@ -526,6 +529,10 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                    f"examples, {config.epochs} epoch(s) x {steps_per_epoch} steps of "
                    f"{batch_size}, warm-up {training.warmup_steps} of {num_steps} updates")
 
+    plot = lambda: plot_epoch_curves(os.path.join(seed_dir, METRICS_FILE),
+                                     os.path.join(seed_dir, CURVES_PLOT), metric=spec.metric,
+                                     title=f"{spec.name} seed {seed}")
+    last_plot = time.time()
     best: dict | None = None
     best_epoch, best_params, epochs_without_gain, stopped_early = 0, None, 0, False
     step, last_good_step = 0, 0
@@ -572,9 +579,9 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                            meta={"seed": seed, "epoch": epoch, "step": step, "eval": eval_result})
             else:
                 epochs_without_gain += 1
-            plot_epoch_curves(os.path.join(seed_dir, METRICS_FILE),
-                              os.path.join(seed_dir, CURVES_PLOT), metric=spec.metric,
-                              title=f"{spec.name} seed {seed}")
+            if time.time() - last_plot >= PLOT_INTERVAL_SECONDS:
+                plot()
+                last_plot = time.time()
             if (config.early_stopping_patience
                     and epochs_without_gain >= config.early_stopping_patience
                     and epoch < config.epochs):
@@ -582,6 +589,7 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                 writer.message(f"seed {seed}: no better {spec.metric} for {epochs_without_gain} "
                                f"epoch(s); stopping early after epoch {epoch}")
                 break
+        plot()
         test_result = None
         if prepared.test is not None:
             best_state = state.replace(params=mesh_lib.replicate(best_params, mesh))
@@ -818,6 +826,12 @@ def _encode_sentences(params, token_ids, segment_ids, attention_mask, *, config:
     return mean_pool(sequence_output, attention_mask)  # (B, H)
 
 
+@functools.lru_cache(maxsize=8)
+def _sentence_encoder(config: BertConfig) -> Callable:
+    """The jitted encoder of one model config, kept so repeated calls compile once."""
+    return jax.jit(functools.partial(_encode_sentences, config=config))
+
+
 def sentence_embeddings(backbone: init_from_lib.Backbone, texts: Sequence[str], *,
                         max_seq_length: int = 256, batch_size: int = 32,
                         normalize: bool = False) -> np.ndarray:
@@ -830,7 +844,7 @@ def sentence_embeddings(backbone: init_from_lib.Backbone, texts: Sequence[str], 
     tokenizer = Tokenizer.from_file(backbone.vocab_path, lower_case=backbone.lower_case)
     ids = tokenizer.encode_batch(list(texts))
     params = jax.tree_util.tree_map(jnp.asarray, backbone.params)
-    encode = jax.jit(functools.partial(_encode_sentences, config=backbone.config))
+    encode = _sentence_encoder(backbone.config)
     out = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
