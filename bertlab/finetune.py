@@ -24,7 +24,8 @@ Workdir layout:
     curves.png           every seed's loss and task metric per epoch, train and validation
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
     seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
-    seed_<n>/model/      the best epoch's export: config.json, params.msgpack, vocab.txt
+    seed_<n>/model/      the best epoch's export: config.json, params.safetensors, vocab.txt,
+                         task.json (bertlab.init_from); `bertlab convert` reads it too
     seed_<n>/metrics.jsonl  "train" lines every log_every steps; "train_epoch" and "eval" per epoch
     seed_<n>/tensorboard/   the same scalars for TensorBoard
     seed_<n>/curves.png  loss and the task metric per epoch, train and validation
@@ -57,8 +58,7 @@ from bertlab.data.tasks import TABLE_TASKS, Split, TaskSpec, load_task, select
 from bertlab.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.metrics import task_metrics
 from bertlab.models import BertForSequenceClassification, BertModel, mean_pool
-from bertlab.models.config import (VARIANTS, BertConfig, ConfigError, config_from_dict,
-                                   config_to_dict)
+from bertlab.models.config import VARIANTS, BertConfig, ConfigError, config_from_dict
 from bertlab.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
 from bertlab.pretrain import NonFiniteLossError
 from bertlab.tokenizer import Tokenizer, pack_ids

@@ -4,23 +4,26 @@
 vocab.txt, casing), so the loop, `embed` and `similarity` never ask what kind of path they got:
 
   kind         recognised by                                   read with
-  export       config.json holding "bertlab_format"            load_export (below)
+  export       task.json holding "bertlab_format"              load_export (below)
   finetune     summary.json or seed_*/model/ (a finetune run)  its best seed's model/
   pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     bertlab.pretrain.load_pretrained_workdir
-  huggingface  config.json with a weights file                 bertlab.checkpoints (HF importer)
+  bertlab      params.safetensors (bertlab convert / export)   bertlab.checkpoints.load_pretrained
+  huggingface  config.json with a weights file                 bertlab.checkpoints.load_pretrained
   google       bert_config.json + *.ckpt.index, or the prefix  bertlab.checkpoints.load_pretrained
 
 The vocabulary always travels with the weights: a path without its vocab.txt is an error that
 says where it was looked for, never a silent fallback to some default vocabulary.
 
-The export (`model/` of a fine-tuning run) is what predict/evaluate reload:
+The export (`model/` of a fine-tuning run) is the checkpoint package's own directory layout
+(bertlab.checkpoints.bertlab_format: config.json = the BertConfig, params.safetensors = the whole
+BertForSequenceClassification tree keyed by path, vocab.txt), so `bertlab convert` and
+`load_pretrained` read it too, plus what only a classifier needs:
 
-    config.json     {"bertlab_format": "classifier", "model": BertConfig fields, "task": TaskSpec
-                     fields, "extra_layers", "lower_case", "max_seq_length", "data": how to
-                     reload the task's splits, "meta": epoch/seed/metrics it was saved at}
-    params.msgpack  the whole BertForSequenceClassification tree (flax.serialization), so a
-                    reload is bitwise the saved weights
-    vocab.txt       the vocabulary it was trained with
+    task.json   {"bertlab_format": "classifier", "task": TaskSpec fields (label names, metrics),
+                 "extra_layers", "lower_case", "max_seq_length", "data": how to reload the
+                 task's splits, "meta": the seed / epoch / metrics it was saved at}
+
+safetensors stores the float32 arrays as they are, so a reload is bitwise the saved weights.
 """
 
 from __future__ import annotations
@@ -34,11 +37,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bertlab.models.config import BertConfig, config_from_dict, config_to_dict
+from bertlab.models.config import BertConfig, ConfigError
 
 EXPORT_FORMAT = "classifier"
-EXPORT_CONFIG = "config.json"
-EXPORT_PARAMS = "params.msgpack"
+EXPORT_TASK = "task.json"
 VOCAB_FILE = "vocab.txt"
 MODEL_DIR = "model"        # a seed's export, inside workdir/seed_<n>/
 SUMMARY_FILE = "summary.json"
@@ -92,21 +94,17 @@ def save_export(directory: str, *, config: BertConfig, params: Any, vocab_path: 
                 lower_case: bool, spec, extra_layers: int, max_seq_length: int,
                 data: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """Writes the export atomically: a crash leaves the previous export (or none), never half."""
-    from flax import serialization
+    from bertlab.checkpoints import save_bertlab
 
     directory = os.path.abspath(directory)
     tmp = directory + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    host_params = _to_numpy(params)
-    with open(os.path.join(tmp, EXPORT_PARAMS), "wb") as f:
-        f.write(serialization.msgpack_serialize(host_params))
-    shutil.copyfile(vocab_path, os.path.join(tmp, VOCAB_FILE))
+    save_bertlab(tmp, config, _to_numpy(params), vocab_path)
     record = {"bertlab_format": EXPORT_FORMAT, "format_version": 1,
-              "model": config_to_dict(config), "task": dataclasses.asdict(spec),
-              "extra_layers": int(extra_layers), "lower_case": bool(lower_case),
-              "max_seq_length": int(max_seq_length), "data": dict(data), "meta": dict(meta)}
-    with open(os.path.join(tmp, EXPORT_CONFIG), "w", encoding="utf-8") as f:
+              "task": dataclasses.asdict(spec), "extra_layers": int(extra_layers),
+              "lower_case": bool(lower_case), "max_seq_length": int(max_seq_length),
+              "data": dict(data), "meta": dict(meta)}
+    with open(os.path.join(tmp, EXPORT_TASK), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=2, default=json_default)
         f.write("\n")
     old = directory + ".old"
@@ -120,44 +118,47 @@ def save_export(directory: str, *, config: BertConfig, params: Any, vocab_path: 
 
 def load_export(directory: str) -> Export:
     """Reads an export written by save_export; each missing piece is named."""
-    from flax import serialization
+    from bertlab.checkpoints import CheckpointError, load_bertlab
 
     directory = os.path.abspath(directory)
-    config_path = os.path.join(directory, EXPORT_CONFIG)
-    record = _read_json(config_path)
+    task_path = os.path.join(directory, EXPORT_TASK)
+    if not os.path.isfile(task_path):
+        raise InitFromError(f"{task_path}: missing; {directory} is not a bertlab fine-tuned "
+                            f"export (see bertlab.init_from)")
+    record = _read_json(task_path)
     if record.get("bertlab_format") != EXPORT_FORMAT:
-        raise InitFromError(f"{config_path}: not a bertlab fine-tuned export (no "
+        raise InitFromError(f"{task_path}: not a bertlab fine-tuned export (no "
                             f"\"bertlab_format\": \"{EXPORT_FORMAT}\")")
-    for key in ("model", "task", "extra_layers", "lower_case", "max_seq_length"):
+    for key in ("task", "extra_layers", "lower_case", "max_seq_length"):
         if key not in record:
-            raise InitFromError(f"{config_path}: key {key!r} is missing")
-    params_path = os.path.join(directory, EXPORT_PARAMS)
-    vocab_path = os.path.join(directory, VOCAB_FILE)
-    for path in (params_path, vocab_path):
-        if not os.path.isfile(path):
-            raise InitFromError(f"{path}: missing; the export in {directory} is incomplete")
-    with open(params_path, "rb") as f:
-        params = serialization.msgpack_restore(f.read())
-    return Export(config=config_from_dict(record["model"], source=config_path), params=params,
-                  vocab_path=vocab_path, lower_case=bool(record["lower_case"]),
-                  task=record["task"], extra_layers=int(record["extra_layers"]),
+            raise InitFromError(f"{task_path}: key {key!r} is missing")
+    try:
+        config, params, vocab_path = load_bertlab(directory)
+    except (CheckpointError, ConfigError) as e:
+        raise InitFromError(f"{directory}: {e}") from None
+    if vocab_path is None:
+        raise InitFromError(f"{os.path.join(directory, VOCAB_FILE)}: missing; the export in "
+                            f"{directory} is incomplete")
+    return Export(config=config, params=params, vocab_path=str(vocab_path),
+                  lower_case=bool(record["lower_case"]), task=record["task"],
+                  extra_layers=int(record["extra_layers"]),
                   max_seq_length=int(record["max_seq_length"]), data=record.get("data", {}),
                   meta=record.get("meta", {}), directory=directory)
 
 
 def is_export(path: str) -> bool:
-    config_path = os.path.join(path, EXPORT_CONFIG)
-    if not os.path.isfile(config_path):
+    task_path = os.path.join(path, EXPORT_TASK)
+    if not os.path.isfile(task_path):
         return False
     try:
-        return _read_json(config_path).get("bertlab_format") == EXPORT_FORMAT
+        return _read_json(task_path).get("bertlab_format") == EXPORT_FORMAT
     except InitFromError:
         return False
 
 
 def is_finetune_workdir(path: str) -> bool:
     return os.path.isdir(path) and (os.path.isfile(os.path.join(path, SUMMARY_FILE)) or bool(
-        glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG))))
+        glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_TASK))))
 
 
 def find_export(path: str, seed: int | None = None) -> str:
@@ -173,7 +174,7 @@ def find_export(path: str, seed: int | None = None) -> str:
     if seed is not None:
         candidate = os.path.join(path, f"seed_{seed}", MODEL_DIR)
         if not is_export(candidate):
-            found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG)))
+            found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_TASK)))
             raise InitFromError(f"{candidate}: no export for seed {seed}; found "
                                 f"{', '.join(os.path.dirname(p) for p in found) or 'none'}")
         return candidate
@@ -183,14 +184,14 @@ def find_export(path: str, seed: int | None = None) -> str:
         candidate = os.path.join(path, f"seed_{best}", MODEL_DIR)
         if best is not None and is_export(candidate):
             return candidate
-    found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_CONFIG)))
+    found = sorted(glob.glob(os.path.join(path, "seed_*", MODEL_DIR, EXPORT_TASK)))
     if len(found) == 1:
         return os.path.dirname(found[0])
     if found:
         raise InitFromError(f"{path}: {len(found)} seeds and no summary.json naming the best; "
                             f"pick one with --seed")
-    raise InitFromError(f"{path}: no fine-tuned model here (looked for {EXPORT_CONFIG} with "
-                        f"\"bertlab_format\", {MODEL_DIR}/, seed_*/{MODEL_DIR}/)")
+    raise InitFromError(f"{path}: no fine-tuned model here (looked for {EXPORT_TASK} in it, in "
+                        f"{MODEL_DIR}/ and in seed_*/{MODEL_DIR}/)")
 
 
 # ---------------------------------------------------------------------------------- backbones
@@ -198,6 +199,10 @@ def find_export(path: str, seed: int | None = None) -> str:
 
 def detect_kind(path: str) -> str:
     """Which kind of init_from `path` is (see the module docstring); InitFromError if none."""
+    from bertlab.checkpoints import CheckpointError, detect_layout
+
+    if not os.path.exists(path) and not os.path.isfile(path + ".index"):
+        raise InitFromError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         if is_export(path):
             return "export"
@@ -205,21 +210,12 @@ def detect_kind(path: str) -> str:
             return "finetune"
         if os.path.isdir(os.path.join(path, "checkpoints")):
             return "pretrain"
-        if os.path.isfile(os.path.join(path, "bert_config.json")) or glob.glob(
-                os.path.join(path, "*.ckpt*.index")):
-            return "google"
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return "huggingface"
-        raise InitFromError(
-            f"{path}: not a checkpoint bertlab knows: no config.json (HuggingFace or bertlab "
-            f"export), bert_config.json / *.ckpt.index (Google), checkpoints/ (bertlab pretrain) "
-            f"or seed_*/model/ (bertlab finetune)")
-    if os.path.isfile(path + ".index"):
-        return "google"
-    if not os.path.exists(path):
-        raise InitFromError(f"{path}: no such file or directory")
-    raise InitFromError(f"{path}: a file; init_from takes a directory (or a Google checkpoint "
-                        f"prefix such as .../bert_model.ckpt)")
+    try:
+        layout = detect_layout(path)
+    except CheckpointError as e:
+        raise InitFromError(f"{e}; nor a bertlab pretraining workdir (checkpoints/ + vocab.txt) "
+                            f"or fine-tuning workdir (seed_*/model/)") from None
+    return {"hf": "huggingface"}.get(layout, layout)
 
 
 def resolve_backbone(path: str) -> Backbone:
@@ -257,34 +253,22 @@ def _pretrain_backbone(path: str) -> Backbone:
 
 
 def _imported_backbone(path: str, kind: str) -> Backbone:
-    """HuggingFace or Google TF weights through bertlab.checkpoints."""
-    from bertlab import checkpoints
-    from bertlab.checkpoints.names import CheckpointError
-    from bertlab.models.config import ConfigError
+    """HuggingFace, Google TF or bertlab-layout weights through bertlab.checkpoints."""
+    from bertlab.checkpoints import CheckpointError, load_pretrained
 
-    loader = getattr(checkpoints, "load_pretrained", None)
     try:
-        if loader is not None:
-            config, params, vocab_path = loader(path)
-        elif kind == "huggingface":
-            from bertlab.checkpoints.hf import load_hf
-
-            config, params = load_hf(path, "auto", strict=False)
-            vocab_path = os.path.join(path, VOCAB_FILE)
-        else:
-            raise InitFromError(f"{path}: a Google TF checkpoint, but this version of "
-                                f"bertlab.checkpoints has no load_pretrained to read it")
+        config, params, vocab_path = load_pretrained(path)
     except (CheckpointError, ConfigError) as e:
         raise InitFromError(f"init_from={path}: {e}") from None
     params = params["bert"] if "bert" in params else params
     if "embeddings" not in params:
         raise InitFromError(f"{path}: the checkpoint holds no BERT backbone (no embeddings)")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if not vocab_path or not os.path.isfile(vocab_path):
+    if vocab_path is None or not os.path.isfile(vocab_path):
         raise InitFromError(f"{folder}: no {VOCAB_FILE} beside the weights; the vocabulary must "
                             f"come with the checkpoint (copy the model's {VOCAB_FILE} there)")
-    return Backbone(config, params, vocab_path, _checkpoint_lower_case(folder, vocab_path), kind,
-                    path)
+    return Backbone(config, params, str(vocab_path), _checkpoint_lower_case(folder, str(vocab_path)),
+                    kind, path)
 
 
 def _checkpoint_lower_case(folder: str, vocab_path: str) -> bool:

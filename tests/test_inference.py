@@ -100,6 +100,13 @@ def test_export_round_trip_is_bitwise_and_predicts_the_same(tmp_path, vocab_file
         assert np.asarray(value).dtype == np.asarray(after[path]).dtype
         assert np.asarray(value).tobytes() == np.asarray(after[path]).tobytes(), path
 
+    # The checkpoint package reads it as its own layout (what `bertlab convert` takes).
+    from bertlab.checkpoints import load_pretrained
+
+    same_config, same_params, vocab = load_pretrained(str(tmp_path / "model"))
+    assert same_config == config and str(vocab) == export.vocab_path
+    assert sorted(same_params) == ["bert", "classifier", "head_encoder", "head_pooler"]
+
     # In memory (never saved) vs reloaded from disk: the same jitted evaluation, same numbers.
     mesh = data_mesh()
     in_memory = finetune.FineTuned(
@@ -121,11 +128,12 @@ def test_export_round_trip_is_bitwise_and_predicts_the_same(tmp_path, vocab_file
 def test_export_missing_pieces_are_named(tmp_path, vocab_file):
     save_tiny_export(tmp_path / "model", vocab_file)
     os.remove(tmp_path / "model" / "vocab.txt")
-    with pytest.raises(init_from.InitFromError, match=r"vocab\.txt: missing"):
+    with pytest.raises(init_from.InitFromError, match=r"vocab\.txt: missing; the export"):
         init_from.load_export(str(tmp_path / "model"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(init_from.InitFromError, match="not a bertlab fine-tuned export"):
+    with pytest.raises(init_from.InitFromError, match=r"task\.json: missing; .* not a bertlab "
+                                                      r"fine-tuned export"):
         init_from.load_export(str(tmp_path / "other"))
 
 
@@ -186,7 +194,7 @@ def test_init_from_unknown_paths_say_what_was_looked_for(tmp_path):
     with pytest.raises(init_from.InitFromError, match="bert_config.json"):
         init_from.resolve_backbone(str(tmp_path))
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(init_from.InitFromError, match="takes a directory"):
+    with pytest.raises(init_from.InitFromError, match="no such checkpoint directory"):
         init_from.resolve_backbone(str(tmp_path / "weights.bin"))
     with pytest.raises(init_from.InitFromError, match="init_from is empty"):
         init_from.resolve_backbone("")
