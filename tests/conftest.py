@@ -40,3 +40,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def module_compilation_cache(tmp_path_factory):
+    """A persistent XLA cache private to one test module: programs compiled by one test are
+    reused by later tests of the same shapes (the loop tests rebuild the same steps), and the
+    global settings are restored afterwards. Opt in with
+    `pytestmark = pytest.mark.usefixtures("module_compilation_cache")`."""
+    import jax
+    from jax._src import compilation_cache as cache
+
+    previous = (jax.config.jax_compilation_cache_dir,
+                jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    cache.reset_cache()
