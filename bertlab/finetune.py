@@ -117,6 +117,11 @@ def check_config(config) -> None:
                                   f"{', '.join(VARIANTS)}")
     if config.from_scratch and config.vocab_size < 10:
         raise FinetuneConfigError(f"vocab_size={config.vocab_size} is too small")
+    if config.vocab and not config.from_scratch:
+        raise FinetuneConfigError(f"vocab={config.vocab!r} applies only with from_scratch=True "
+                                  "(a pretrained backbone brings its own vocab.txt)")
+    if config.vocab and not os.path.isfile(config.vocab):
+        raise FinetuneConfigError(f"vocab={config.vocab!r}: file not found")
 
 
 def _is_pair_config(config) -> bool:
@@ -273,7 +278,8 @@ def training_steps(num_examples: int, batch_size: int, epochs: int,
 def prepare_backbone(config, workdir: str, train: Split | None, *, log=print
                      ) -> init_from_lib.Backbone:
     """The backbone to start from. from_scratch: params=None (random init per seed) and a
-    vocabulary learned on the training texts, kept in workdir/vocab.txt for every seed."""
+    vocabulary learned on the training texts (or config.vocab, so a no-pretraining control can
+    tokenise exactly as the pretrained arms), kept in workdir/vocab.txt for every seed."""
     if not config.from_scratch:
         try:
             return init_from_lib.resolve_backbone(config.init_from)
@@ -283,6 +289,12 @@ def prepare_backbone(config, workdir: str, train: Split | None, *, log=print
     from bertlab.vocab import VocabLearnError, learn_vocab
 
     path = os.path.join(workdir, VOCAB_FILE)
+    if config.vocab:  # a given vocabulary (copied, so the workdir and its export are complete)
+        given = load_vocab(config.vocab)
+        if os.path.exists(path) and load_vocab(path).tokens != given.tokens:
+            raise FinetuneConfigError(f"vocab={config.vocab!r} differs from {path}, the "
+                                      "vocabulary this workdir was made with; use a new --workdir")
+        save_vocab(given, path)
     if not os.path.exists(path):
         lines = list(train.texts) + list(train.text_pairs or [])
         log(f"learning a {config.vocab_size}-entry WordPiece vocabulary from the "

@@ -154,6 +154,8 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     #                                      pretraining workdir or export dir (with its vocab.txt)
     config.from_scratch = False          # random init + a vocabulary learned on the training texts
     config.vocab_size = 20000            # from_scratch: size of that vocabulary
+    config.vocab = ""                    # from_scratch: this vocab.txt instead of learning one (e.g. a
+    #                                      pretraining's, for a no-pretraining control); "" = learn
     config.lower_case = True             # from_scratch: lower-case + strip accents (uncased)
     config.freeze_backbone = False       # backbone (params["bert"]) never updated: head-only training
     config.extra_layers = 0              # fresh encoder layers (+ pooler) between backbone and classifier

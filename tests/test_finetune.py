@@ -195,6 +195,36 @@ def test_config_values_are_checked_by_name():
     finetune.check_config(config)
 
 
+def test_from_scratch_with_a_given_vocabulary_uses_it_and_keeps_a_copy(tmp_path):
+    """The no-pretraining control of a pretraining ablation: random init, but the pretrained
+    arms' vocabulary, so only the weights differ."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "##s"]
+    given = tmp_path / "pretrain_vocab.txt"
+    given.write_text("\n".join(tokens) + "\n")
+    config = finetune_configs.get_config("task=sst2")
+    config.from_scratch, config.vocab = True, str(given)
+    config.model.hidden_size, config.model.num_layers = 32, 1
+    config.model.num_heads, config.model.intermediate_size = 2, 64
+    finetune.check_config(config)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    backbone = finetune.prepare_backbone(config, str(workdir), None)  # no texts: nothing learned
+    assert backbone.params is None and backbone.config.vocab_size == 9
+    assert open(backbone.vocab_path).read().split() == tokens
+    assert backbone.vocab_path == str(workdir / "vocab.txt")
+    # a workdir made with another vocabulary is refused, a missing file or init_from too
+    (tmp_path / "other.txt").write_text("\n".join(tokens[:-1]) + "\n")
+    config.vocab = str(tmp_path / "other.txt")
+    with pytest.raises(finetune.FinetuneConfigError, match="differs from"):
+        finetune.prepare_backbone(config, str(workdir), None)
+    config.vocab = str(tmp_path / "missing.txt")
+    with pytest.raises(finetune.FinetuneConfigError, match="missing.txt': file not found"):
+        finetune.check_config(config)
+    config.vocab, config.from_scratch, config.init_from = str(given), False, "x"
+    with pytest.raises(finetune.FinetuneConfigError, match="only with from_scratch"):
+        finetune.check_config(config)
+
+
 # ------------------------------------------------------------------------ schedule, optimizer
 
 
