@@ -188,3 +188,41 @@ def help_text(argv: Sequence[str], prog: str, config_example: str) -> str:
             return f"{text}\n\n{e}"
         text += f"\n\nkeys of {found[1]} (current values):\n" + "\n".join(describe_config(config))
     return text
+
+
+def run_config_command(argv: Sequence[str], *, prog: str, config_example: str,
+                       run: Callable, user_errors: Callable[[], tuple],
+                       diverged_error: Callable[[], type] | None = None) -> int:
+    """The shell every config-driven command shares: help, parse, run, map errors to exit codes.
+
+    `run(config, flag_values)` does the work and returns the exit status. `user_errors()` returns
+    the exception classes whose message a user can act on (printed as one line, status 2); it is a
+    callable so jax/flax are imported only once the command line is known to be good.
+    `diverged_error()` names the non-finite-loss exception (status 1: training diverged).
+    """
+    import sys
+
+    def fail(message: str, code: int = USAGE_EXIT_CODE) -> int:
+        print(f"bertlab {prog}: error: {message}", file=sys.stderr)
+        return code
+
+    argv = list(argv)
+    if not argv or any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
+        print(help_text(argv, prog, config_example))
+        return 0 if argv else USAGE_EXIT_CODE
+    try:
+        config, flag_values = parse_config_args(argv, prog=prog)
+    except ConfigArgsError as e:
+        return fail(str(e))
+    errors = user_errors()
+    diverged = diverged_error() if diverged_error is not None else None
+    try:
+        return run(config, flag_values)
+    except Exception as e:  # noqa: BLE001 - re-raised below unless it is a user error
+        if diverged is not None and isinstance(e, diverged):
+            return fail(str(e), code=1)
+        if isinstance(e, errors):
+            return fail(str(e))
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            return fail(f"{e.filename or ''}: {e.strerror or e}")
+        raise

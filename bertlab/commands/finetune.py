@@ -1,22 +1,16 @@
 """`bertlab finetune --config configs/finetune.py:task=NAME --workdir DIR [--config.KEY=VALUE ...]`.
 
-A thin shell over bertlab.finetune.finetune: parse the locked config, run every seed, print the
-summary, and turn the errors a user can fix into one line and an exit status (2: the command line,
-the config or the inputs are wrong; 1: training diverged).
+A thin shell over bertlab.finetune.finetune: config_cli.run_config_command parses the locked
+config (`--help` with `--config` lists every key), runs every seed, and turns the errors a user can
+fix into one line and an exit status (2: the command line, the config or the inputs are wrong;
+1: training diverged).
 """
 
 from __future__ import annotations
 
-import sys
-
-from bertlab.config_cli import USAGE_EXIT_CODE, ConfigArgsError, parse_config_args, usage
+from bertlab.config_cli import run_config_command
 
 PROG = "finetune"
-
-
-def fail(message: str, code: int = USAGE_EXIT_CODE) -> int:
-    print(f"bertlab {PROG}: error: {message}", file=sys.stderr)
-    return code
 
 
 def format_summary(summary: dict) -> str:
@@ -33,30 +27,29 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    if not argv or any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
-        print(usage(PROG, "configs/finetune.py:task=mrpc"))
-        return 0 if argv else USAGE_EXIT_CODE
-    try:
-        config, flag_values = parse_config_args(argv, prog=PROG)
-    except ConfigArgsError as e:
-        return fail(str(e))
-
+def _user_errors() -> tuple:
     from bertlab import finetune  # jax, flax: only once the command line is good
     from bertlab.init_from import InitFromError
     from bertlab.models.config import ConfigError
-    from bertlab.pretrain import NonFiniteLossError
     from bertlab.tokenizer import VocabError
+    return (finetune.FinetuneConfigError, InitFromError, ConfigError, VocabError)
 
-    try:
-        summary = finetune.finetune(config, flag_values.workdir)
-    except NonFiniteLossError as e:
-        return fail(str(e), code=1)
-    except (finetune.FinetuneConfigError, InitFromError, ConfigError, VocabError) as e:
-        return fail(str(e))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        return fail(f"{e.filename or ''}: {e.strerror or e}")
+
+def _diverged() -> type:
+    from bertlab.pretrain import NonFiniteLossError
+    return NonFiniteLossError
+
+
+def _run(config, flag_values) -> int:
+    from bertlab import finetune
+
+    summary = finetune.finetune(config, flag_values.workdir)
     print(f"done: {summary['task']} ({summary['metric']} picks the best epoch), best seed "
           f"{summary['best_seed']}; workdir {flag_values.workdir}")
     print(format_summary(summary))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_config_command(argv, prog=PROG, config_example="configs/finetune.py:task=mrpc",
+                              run=_run, user_errors=_user_errors, diverged_error=_diverged)

@@ -1,33 +1,18 @@
 """`bertlab pretrain --config configs/pretrain.py:tiny --workdir DIR [--config.KEY=VALUE ...]`.
 
-A thin shell over bertlab.pretrain.train_and_evaluate: parse the locked config, run, and turn the
-errors a user can fix into one line and an exit status (2: the command line, the config or the
-inputs are wrong; 1: training diverged).
+A thin shell over bertlab.pretrain.train_and_evaluate: config_cli.run_config_command parses the
+locked config and turns the errors a user can fix into one line and an exit status (2: the command
+line, the config or the inputs are wrong; 1: training diverged).
 """
 
 from __future__ import annotations
 
-import sys
-
-from bertlab.config_cli import USAGE_EXIT_CODE, ConfigArgsError, help_text, parse_config_args
+from bertlab.config_cli import run_config_command
 
 PROG = "pretrain"
 
 
-def fail(message: str, code: int = USAGE_EXIT_CODE) -> int:
-    print(f"bertlab {PROG}: error: {message}", file=sys.stderr)
-    return code
-
-
-def main(argv: list[str]) -> int:
-    if not argv or any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv):
-        print(help_text(argv, PROG, "configs/pretrain.py:tiny"))
-        return 0 if argv else USAGE_EXIT_CODE
-    try:
-        config, flag_values = parse_config_args(argv, prog=PROG)
-    except ConfigArgsError as e:
-        return fail(str(e))
-
+def _user_errors() -> tuple:
     from bertlab import pretrain  # jax, flax, orbax: only once the command line is good
     from bertlab.checkpoints.state import CheckpointError
     from bertlab.data.shards import ShardError
@@ -35,19 +20,27 @@ def main(argv: list[str]) -> int:
     from bertlab.models.config import ConfigError
     from bertlab.tokenizer import VocabError
     from bertlab.vocab import VocabLearnError
+    return (pretrain.PretrainConfigError, CheckpointError, ShardError, CorpusError, ConfigError,
+            VocabError, VocabLearnError)
 
-    try:
-        final = pretrain.train_and_evaluate(config, flag_values.workdir)
-    except pretrain.NonFiniteLossError as e:
-        return fail(str(e), code=1)
-    except (pretrain.PretrainConfigError, CheckpointError, ShardError, CorpusError, ConfigError,
-            VocabError, VocabLearnError) as e:
-        return fail(str(e))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        return fail(f"{e.filename or ''}: {e.strerror or e}")
+
+def _diverged() -> type:
+    from bertlab.pretrain import NonFiniteLossError
+    return NonFiniteLossError
+
+
+def _run(config, flag_values) -> int:
+    from bertlab import pretrain
+
+    final = pretrain.train_and_evaluate(config, flag_values.workdir)
     summary = ", ".join(f"{key} {final[key]:.4g}" for key in
                         ("loss", "eval_mlm_loss", "eval_perplexity", "eval_mlm_accuracy",
                          "tokens_per_second", "mfu") if isinstance(final.get(key), float))
     print(f"done: step {final['step']}" + (f" ({summary})" if summary else "") +
           f"; workdir {flag_values.workdir}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_config_command(argv, prog=PROG, config_example="configs/pretrain.py:tiny",
+                              run=_run, user_errors=_user_errors, diverged_error=_diverged)
