@@ -3,12 +3,22 @@
 Embeds each sentence as `bertlab embed` does (mean pooling), prints the cosine-similarity matrix
 and draws it as a heatmap (matplotlib, Agg canvas: no display needed), sentences as row and
 column labels.
+
+`bertlab similarity --model PATH --task stsb --data-dir GLUE_DIR [--split dev] [--out m.json]`
+scores a labelled sentence-pair task instead, with no training: the Pearson and Spearman
+correlation between each pair's cosine similarity and its gold score. That is how
+sentence-transformers and MTEB evaluate an embedding model on STS-B, so an imported checkpoint
+can be checked against their published numbers; --out writes the metrics as JSON for
+`bertlab report`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+import time
 
 from bertlab.commands.embed import add_model_arguments, load_sentences_and_model
 
@@ -51,11 +61,99 @@ def format_matrix(matrix, labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
+                 batch_size: int = 32):
+    """(N,) cosine similarity of texts[i] and pairs[i]. Each distinct sentence is embedded once
+    (STS-B repeats many), shortest first so that batches padded to their longest text waste
+    little; mean pooling over real tokens makes the order irrelevant to the vectors."""
+    import numpy as np
+
+    from bertlab.finetune import sentence_embeddings
+
+    unique = sorted(set(texts) | set(pairs), key=lambda s: (len(s), s))
+    row = {sentence: i for i, sentence in enumerate(unique)}
+    vectors = sentence_embeddings(backbone, unique, max_seq_length=max_seq_length,
+                                  batch_size=batch_size, normalize=True)  # (U, H), unit rows
+    first = vectors[[row[t] for t in texts]]  # (N, H)
+    second = vectors[[row[p] for p in pairs]]  # (N, H)
+    return np.sum(first * second, axis=-1)
+
+
+def correlations(scores, gold) -> dict:
+    """Pearson and Spearman correlation of predicted similarities with gold scores."""
+    from bertlab.metrics import pearson, spearman
+
+    return {"pearson": pearson(scores, gold), "spearman": spearman(scores, gold)}
+
+
+def score_task(args, backbone) -> dict:
+    """The metrics of --task/--split: cosines of the pair embeddings against the gold labels."""
+    from bertlab.data.tasks import load_task
+
+    spec, split = load_task(args.task, args.data_dir, args.split)
+    if not spec.is_pair:
+        raise ValueError(f"task {spec.name} has one text per example; --task needs a "
+                         f"sentence-pair task such as stsb")
+    if not split.is_labelled:
+        raise ValueError(f"split {args.split!r} of {spec.name} ({split.source}) has no gold "
+                         f"scores; use a labelled split such as dev")
+    started = time.time()
+    scores = pair_cosines(backbone, split.texts, split.text_pairs,
+                          max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+    return {"task": spec.name, "split": args.split, "examples": len(split),
+            "source": split.source, "model": backbone.source, "pooling": "mean",
+            "similarity": "cosine", "max_seq_length": args.max_seq_length,
+            **correlations(scores, split.labels), "seconds": round(time.time() - started, 2)}
+
+
+def write_json(path: str, value: dict) -> None:
+    """Written whole or not at all: a crash never leaves a half-written metrics file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main_task(args) -> int:
+    from bertlab.init_from import InitFromError, resolve_backbone
+
+    if args.file != "-":
+        print(f"bertlab {PROG}: error: give either FILE or --task, not both", file=sys.stderr)
+        return 2
+    try:
+        backbone = resolve_backbone(args.model)
+        metrics = score_task(args, backbone)
+    except (InitFromError, OSError, ValueError) as e:
+        print(f"bertlab {PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{metrics['task']} {metrics['split']}: {metrics['examples']} pairs, cosine of "
+          f"mean-pooled embeddings vs gold: Pearson {metrics['pearson']:.4f}, "
+          f"Spearman {metrics['spearman']:.4f} ({metrics['seconds']:.1f} s)")
+    if args.out:
+        write_json(args.out, metrics)
+        print(f"metrics -> {args.out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"bertlab {PROG}", description=__doc__.split("\n\n")[0])
     add_model_arguments(parser)
-    parser.add_argument("--out", default="similarity.png", help="heatmap PNG to write")
+    parser.add_argument("--out", default=None,
+                        help="heatmap PNG to write (default similarity.png); with --task, a "
+                             "metrics JSON (default: printed only)")
+    parser.add_argument("--task", default=None,
+                        help="score this labelled sentence-pair task (e.g. stsb) instead of FILE: "
+                             "correlation of pair cosines with the gold scores")
+    parser.add_argument("--data-dir", default="",
+                        help="with --task: where its files are (e.g. ../shared/data/glue_data)")
+    parser.add_argument("--split", default="dev", help="with --task: the split to score")
     args = parser.parse_args(argv)
+    if args.task:
+        return main_task(args)
+    args.out = args.out or "similarity.png"
     sentences, backbone = load_sentences_and_model(args, PROG)
     if sentences is None:
         return backbone
