@@ -58,7 +58,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bertlab.data.segment_text import DocumentText, document_texts, line_layout, segment_records
 from bertlab.data.shards import DATASET_META_FILE, ShardWriter
+from bertlab.data.text_shards import TEXT_DIR, TextShardWriter, segment_checksum
 from bertlab.data.text import DOC_BOUNDARIES, CorpusError, ReadStats, iter_documents, resolve_corpus
 
 SPLITS = ("train", "eval")
@@ -73,6 +75,8 @@ class Document:
 
     tokens: np.ndarray  # (L,) int32
     bounds: tuple[int, ...]  # sentence s is tokens[bounds[s]:bounds[s + 1]]; all non-empty
+    # Where each token came from in the raw text (raw_text=True only; see segment_text.py).
+    text: "DocumentText | None" = None
 
     @property
     def num_sentences(self) -> int:
@@ -180,31 +184,46 @@ def _front_cut(cut: int, rng: random.Random) -> int:
     return bin(rng.getrandbits(cut)).count("1") if cut else 0
 
 
+def truncation_window(len_a: int, len_b: int, max_tokens: int, rng: random.Random,
+                      ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The kept [start, end) of A and of B. Offsets rather than slices, so raw-text datasets can
+    record which tokens of the text survive (the draws are truncate_pair's, in the same order)."""
+    cut_a, cut_b = truncation_cuts(len_a, len_b, max_tokens)
+    front_a, front_b = _front_cut(cut_a, rng), _front_cut(cut_b, rng)
+    return (front_a, len_a - (cut_a - front_a)), (front_b, len_b - (cut_b - front_b))
+
+
 def truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int,
                   rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    cut_a, cut_b = truncation_cuts(len(a), len(b), max_tokens)
-    front_a, front_b = _front_cut(cut_a, rng), _front_cut(cut_b, rng)
-    return a[front_a:len(a) - (cut_a - front_a)], b[front_b:len(b) - (cut_b - front_b)]
+    (a0, a1), (b0, b1) = truncation_window(len(a), len(b), max_tokens, rng)
+    return a[a0:a1], b[b0:b1]
 
 
-def random_segment(doc: Document, rng: random.Random, target_length: int) -> np.ndarray:
-    """Sentences of `doc` from a random one on, until target_length is reached or the doc ends."""
+def random_span(doc: Document, rng: random.Random, target_length: int) -> tuple[int, int]:
+    """Token offsets [start, end) of sentences of `doc` from a random one on, until
+    target_length is reached or the doc ends."""
     bounds = doc.bounds
     start = rng.randint(0, doc.num_sentences - 1)
     end = start + 1
     while end < doc.num_sentences and bounds[end] - bounds[start] < target_length:
         end += 1
-    return doc.tokens[bounds[start]:bounds[end]]
+    return bounds[start], bounds[end]
+
+
+def random_segment(doc: Document, rng: random.Random, target_length: int) -> np.ndarray:
+    start, end = random_span(doc, rng, target_length)
+    return doc.tokens[start:end]
 
 
 def document_pairs(doc: Document, rng: random.Random, *, max_seq_length: int,
                    short_seq_prob: float, next_sentence: bool,
                    random_document: Callable[[random.Random], Document] | None = None,
-                   ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+                   spans: list | None = None) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     """(A, B, B-is-random) token-id pairs of one document; B is empty for a one-segment example.
 
     See the module docstring for the rules; random_document(rng) supplies another document when
-    next_sentence is on."""
+    next_sentence is on. When `spans` is a list, each pair also appends where its tokens lie,
+    (doc, a_start, a_end, b_doc, b_start, b_end) in token offsets, for raw-text datasets."""
     max_tokens = max_seq_length - 3  # room for [CLS] A [SEP] B [SEP]
     target = max_tokens
     if rng.random() < short_seq_prob:
@@ -217,16 +236,22 @@ def document_pairs(doc: Document, rng: random.Random, *, max_seq_length: int,
         if i == n - 1 or bounds[i + 1] - bounds[first] >= target:
             count = i - first + 1
             a_end = first + (rng.randint(1, count - 1) if count >= 2 else 1)
-            a = doc.tokens[bounds[first]:bounds[a_end]]
+            a_start, a_stop = bounds[first], bounds[a_end]
             if next_sentence and (count == 1 or rng.random() < 0.5):
-                b = random_segment(random_document(rng), rng, target - len(a))
+                b_doc = random_document(rng)
+                b_start, b_stop = random_span(b_doc, rng, target - (a_stop - a_start))
                 is_random = True
                 i = a_end - 1  # put back the sentences B did not use: the next chunk starts there
             else:
-                b = doc.tokens[bounds[a_end]:bounds[i + 1]]
+                b_doc, b_start, b_stop = doc, bounds[a_end], bounds[i + 1]
                 is_random = False
-            a, b = truncate_pair(a, b, max_tokens if len(b) else max_tokens + 1, rng)
-            pairs.append((a, b, is_random))
+            has_b = b_stop > b_start
+            (a0, a1), (b0, b1) = truncation_window(a_stop - a_start, b_stop - b_start,
+                                                   max_tokens if has_b else max_tokens + 1, rng)
+            a0, a1, b0, b1 = a_start + a0, a_start + a1, b_start + b0, b_start + b1
+            pairs.append((doc.tokens[a0:a1], b_doc.tokens[b0:b1], is_random))
+            if spans is not None:
+                spans.append((doc, a0, a1, b_doc, b0, b1))
             first = i + 1
         i += 1
     return pairs
@@ -341,8 +366,11 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                             seed: int = 12345, doc_boundary: str = "blank",
                             examples_per_shard: int = 1 << 16, overwrite: bool = False,
                             progress: bool = True, chunk_lines: int = 8192,
-                            reservoir_documents: int = 1000) -> dict:
+                            reservoir_documents: int = 1000, raw_text: bool = False) -> dict:
     """Writes out_dir/{train,eval}/ (shards.py format) and out_dir/meta.json; returns a summary.
+
+    raw_text=True also writes each example's segment texts into {train,eval}/text/
+    (text_shards.py), for data.tokenize_on_device; the id shards are the same either way.
 
     files may hold corpus files, directories, globs or "default" (resolve_corpus). Peak memory is
     about one chunk of chunk_lines lines, 2 shard buffers (examples_per_shard * max_seq_length *
@@ -358,7 +386,9 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
                                 short_seq_prob=short_seq_prob, next_sentence=next_sentence,
                                 eval_fraction=eval_fraction, seed=seed, doc_boundary=doc_boundary,
                                 examples_per_shard=examples_per_shard, progress=progress,
-                                chunk_lines=chunk_lines, reservoir_documents=reservoir_documents)
+                                chunk_lines=chunk_lines, reservoir_documents=reservoir_documents,
+                                raw_text=raw_text)
+        text_limits = summary.pop("text_limits", None)
         vocab = tokenizer.vocab
         meta = {
             "format": FORMAT, "version": VERSION,
@@ -368,11 +398,14 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
             "special_ids": {"pad": vocab.pad_id, "cls": vocab.cls_id, "sep": vocab.sep_id,
                             "mask": vocab.mask_id},
             "counts": summary,
+            # Widths of the device tokeniser's inputs (raw-text datasets only): the longest
+            # segment text in bytes, and the most tokens one segment needs (skip + keep).
+            "raw_text": text_limits,
             "args": {"files": list(files), "max_seq_length": max_seq_length,
                      "short_seq_prob": short_seq_prob, "next_sentence": next_sentence,
                      "eval_fraction": eval_fraction, "seed": seed, "doc_boundary": doc_boundary,
                      "examples_per_shard": examples_per_shard, "chunk_lines": chunk_lines,
-                     "reservoir_documents": reservoir_documents},
+                     "reservoir_documents": reservoir_documents, "raw_text": raw_text},
         }
         _publish(staging, out_dir, meta)
     except BaseException:
@@ -387,7 +420,7 @@ def create_pretraining_data(files: Sequence[str], tokenizer, out_dir: str, *,
 
 def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, next_sentence,
                   eval_fraction, seed, doc_boundary, examples_per_shard, progress, chunk_lines,
-                  reservoir_documents) -> dict:
+                  reservoir_documents, raw_text=False) -> dict:
     """Streams the corpus into staging/{train,eval}; returns the counts for meta.json."""
     from tqdm import tqdm
 
@@ -398,6 +431,10 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
                                   examples_per_shard=examples_per_shard,
                                   metadata={"split": split, "next_sentence": next_sentence})
                for split in SPLITS}
+    text_writers = {split: TextShardWriter(os.path.join(staging, split, TEXT_DIR),
+                                           max_seq_length=max_seq_length,
+                                           examples_per_shard=examples_per_shard)
+                    for split in SPLITS} if raw_text else {}
     reservoirs = {split: DocumentReservoir(reservoir_documents if next_sentence else 0,
                                            random.Random(f"bertlab-reservoir:{seed}:{split}"))
                   for split in SPLITS}
@@ -415,12 +452,17 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
             peak["peak_buffered_documents"] = max(peak["peak_buffered_documents"], len(lines_per_doc))
             peak["peak_buffered_lines"] = max(peak["peak_buffered_lines"], sum(lines_per_doc))
             docs = split_documents(flat, line_lengths, lines_per_doc)
+            if raw_text:  # before the reservoir: a random B needs its document's text too
+                texts = document_texts(lines, lines_per_doc,
+                                       line_layout(tokenizer, lines, flat, line_lengths))
+                docs = [dataclasses.replace(doc, text=text) for doc, text in zip(docs, texts)]
             splits = ["eval" if split_rng.random() < eval_fraction else "train" for _ in docs]
             if next_sentence:  # the whole chunk joins the pools before any B is drawn
                 for doc, split in zip(docs, splits):
                     if doc.num_sentences:
                         reservoirs[split].add(doc)
             pairs: dict[str, list] = {split: [] for split in SPLITS}
+            spans: dict[str, list] = {split: [] for split in SPLITS}
             for doc, split in zip(docs, splits):
                 if not doc.num_sentences:
                     counts["empty_documents"] += 1
@@ -431,13 +473,18 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
                 pairs[split] += document_pairs(
                     doc, build_rng, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
                     next_sentence=next_sentence,
-                    random_document=lambda rng, pool=pool, doc=doc: pool.sample(rng, doc))
+                    random_document=lambda rng, pool=pool, doc=doc: pool.sample(rng, doc),
+                    spans=spans[split] if raw_text else None)
             for split in SPLITS:
                 if pairs[split]:
                     writers[split].add_batch(*pack_pairs(pairs[split], vocab.cls_id, vocab.sep_id))
+                if pairs[split] and raw_text:
+                    text_writers[split].add_batch(
+                        *segment_records(pairs[split], spans[split], segment_checksum))
             bar.update(sum(map(len, lines)) + len(lines))  # characters ~ bytes, for the bar
             bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
     index = {split: writers[split].close() for split in SPLITS}
+    text_index = {split: text_writers[split].close() for split in text_writers}
     if index["train"]["num_examples"] == 0:
         where = files[0] if len(files) == 1 else f"{len(files)} corpus files"
         raise CorpusError(f"{where}: yields zero training examples ({stats.lines} lines, "
@@ -453,4 +500,6 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
         "empty_documents": counts["empty_documents"], **peak,
         "files": stats.files, "lines": stats.lines, "documents": stats.documents,
         "invalid_bytes_replaced": stats.invalid_bytes_replaced,
+        "text_limits": {key: max(text_index[split][key] for split in SPLITS)
+                        for key in ("max_bytes", "max_encoded")} if raw_text else None,
     }
