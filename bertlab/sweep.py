@@ -18,6 +18,7 @@ import datetime
 import itertools
 import json
 import os
+import platform
 import re
 import runpy
 import shlex
@@ -66,6 +67,7 @@ class Study:
     baseline: str
     metric: dict
     extra_metrics: tuple[dict, ...] = ()
+    runs_dir_override: str | None = None   # --runs-dir as given (None: the study's runs_dir)
 
     @property
     def name(self) -> str:
@@ -181,11 +183,13 @@ def parse_study(spec: dict, path: str, runs_dir: str | None = None) -> Study:
                    for i, m in enumerate(extras))
 
     study_runs = spec.get("runs_dir") or os.path.join("runs", os.path.basename(directory))
-    runs_dir = os.path.abspath(runs_dir) if runs_dir else os.path.join(root, study_runs)
+    override = os.path.abspath(runs_dir) if runs_dir else None
+    runs_dir = override or os.path.join(root, study_runs)
     study = Study(path=os.path.abspath(path), directory=directory, root=root,
                   title=str(spec["title"]), description=str(spec.get("description", "")),
                   seeds=tuple(seeds), runs_dir=os.path.normpath(runs_dir), stages=stages,
-                  arms=arms, baseline=baseline, metric=metric, extra_metrics=extras)
+                  arms=arms, baseline=baseline, metric=metric, extra_metrics=extras,
+                  runs_dir_override=override)
     _check_placeholders(study, fail)
     return study
 
@@ -426,6 +430,11 @@ def git_state(root: str) -> tuple[str | None, bool]:
         return None, False
 
 
+def machine() -> str:
+    """The host in words, without importing jax (the child runs do): OS and CPU count."""
+    return f"{platform.platform()}, {os.cpu_count()} CPUs"
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -447,7 +456,8 @@ def execute(run: Run, *, echo=None) -> dict:
     os.makedirs(run.workdir, exist_ok=True)
     commit, dirty = git_state(run.root)
     record = {"argv": list(run.argv), "command": run.command, "start": _now(), "end": None,
-              "seconds": None, "returncode": None, "commit": commit, "dirty": dirty}
+              "seconds": None, "returncode": None, "commit": commit, "dirty": dirty,
+              "machine": machine()}
     record_path = os.path.join(run.workdir, RUN_FILE)
     previous = []
     if os.path.exists(record_path):          # keep earlier attempts (e.g. an interrupted one)

@@ -303,7 +303,7 @@ def test_example_sweep_runs_then_skips_and_reports(example_runs, tmp_path, capsy
     diff = values - np.array(acc["lr=3e-3"])
     assert cells[5].startswith(f"{diff.mean():+.2f}")
     # two seeds: the sign-flip p over 4 patterns
-    assert cells[6] == f"{stats.sign_flip_p(diff):.2f}"
+    assert cells[6] == f"{stats.sign_flip_p(diff):.3f}"
     baseline_row = next(l for l in text.splitlines() if l.startswith("| lr=3e-3 |"))
     assert "baseline" in baseline_row
     assert "bertlab sweep experiments/example_sweep" in text
