@@ -26,6 +26,7 @@ from bertlab.commands import predict as predict_cmd
 from bertlab.models import BertForSequenceClassification, variant_config
 from bertlab.train_state import create_train_state
 from bertlab.mesh import data_mesh, replicate
+from bertlab.pretrain import NonFiniteLossError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "configs"))
@@ -481,6 +482,20 @@ def test_regression_from_scratch_learns_a_level(tmp_path):
     assert model.spec.is_regression and model.spec.num_labels == 1
     values = finetune.predict_logits(model, ["the none film", "a high film"])[:, 0]
     assert values[1] - values[0] > 1.5  # targets 0 and 3
+
+
+def test_a_diverging_run_stops_with_the_step_range_and_exit_status_1(tmp_path, capsys):
+    """lr 1e38 overflows the logits within a few updates: the run must stop, not train on NaN."""
+    data = write_table(tmp_path / "data", "single")
+    config = quick_config(data, epochs=1, **{"optimizer.lr": 1e38})
+    with pytest.raises(NonFiniteLossError, match=r"seed 0: loss became nan within steps \[1, 8\]"):
+        finetune.finetune(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "seed_0" / "result.json")  # the seed is not done
+    code = finetune_cmd.main(["--config", "configs/finetune.py:task=tsv,recipe=quick",
+                              "--workdir", str(tmp_path / "cli"), f"--config.data_dir={data}",
+                              "--config.table.text=sentence", "--config.optimizer.lr=1e38"])
+    assert code == 1
+    assert "loss became nan" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the CLI, pairs
