@@ -22,6 +22,7 @@ import platform
 import re
 import runpy
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -487,9 +488,15 @@ def execute(run: Run, *, echo=None) -> dict:
                 echo(data)
             child.wait()
         except KeyboardInterrupt:
+            # Ctrl-C reaches the child too (same process group) and it stops cleanly (pretrain
+            # saves a checkpoint); an interrupt sent to this process alone is passed on to it.
             interrupted = True
             try:
-                child.wait(timeout=30)
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.send_signal(signal.SIGINT)
+                    child.wait(timeout=60)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):
                 child.kill()
                 child.wait()
