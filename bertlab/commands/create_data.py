@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-boundary", choices=DOC_BOUNDARIES, default="blank",
                    help="blank: blank lines separate documents (the original); file: one per file")
     p.add_argument("--examples-per-shard", type=int, default=1 << 16)
+    p.add_argument("--raw-text", action="store_true",
+                   help="also store each example's segment texts (train/text/, eval/text/), so "
+                        "pretraining can tokenise on the device (data.tokenize_on_device=True)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -56,7 +59,7 @@ def main(argv: list[str]) -> int:
             short_seq_prob=args.short_seq_prob, next_sentence=args.next_sentence,
             eval_fraction=args.eval_fraction, seed=args.seed, doc_boundary=args.doc_boundary,
             examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
-            progress=args.progress)
+            progress=args.progress, raw_text=args.raw_text)
     except (CorpusError, VocabError, FileExistsError, ValueError, OSError) as e:
         print(f"bertlab create-data: error: {e}", file=sys.stderr)
         return 2
