@@ -11,20 +11,18 @@ import argparse
 import json
 import sys
 
+from bertlab.commands import add_finetuned_model_arguments
+
 PROG = "evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"bertlab {PROG}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True,
-                        help="a finetune workdir, one of its seed_<n>/ dirs, or a model/ export")
+    add_finetuned_model_arguments(parser)
     parser.add_argument("--split", default=None,
                         help="split to score (default: the eval split the model was trained with)")
     parser.add_argument("--data-dir", default=None,
                         help="where the task's files are (default: the data_dir of training)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="which seed of a multi-seed workdir (default: the best one)")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per batch")
     parser.add_argument("--max-examples", type=int, default=0,
                         help="score a fixed random subset of this size (0 = all)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from bertlab.commands import add_finetuned_model_arguments
+
 PROG = "predict"
 
 
@@ -19,11 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"bertlab {PROG}", description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", default="-",
                         help="text file, one example per line (pairs: TEXT<tab>TEXT); - = stdin")
-    parser.add_argument("--workdir", required=True,
-                        help="a finetune workdir, one of its seed_<n>/ dirs, or a model/ export")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="which seed of a multi-seed workdir (default: the best one)")
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per batch")
+    add_finetuned_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per example")
     return parser
 

@@ -10,11 +10,11 @@ read in that order too.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
+from bertlab.data.table import jsonl_objects
 from bertlab.data.tasks import NLI_LABELS, Split
 
 NO_GOLD_LABEL = ("-", "-1", "")  # plus a missing or null field, and the integer -1
@@ -64,19 +64,9 @@ def read_nli_jsonl(path: str, *, limit: int | None = None, premise_field: str = 
     ids: list[str | None] = []
     dropped = 0
     with open(path, encoding="utf-8-sig") as f:
-        for line_number, line in enumerate(f, start=1):
+        for line_number, record in jsonl_objects(f, path, NLIFormatError):
             if limit is not None and len(labels) >= limit:
                 break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise NLIFormatError(f"{path}:{line_number}: invalid JSON ({err.msg} at "
-                                     f"column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise NLIFormatError(f"{path}:{line_number}: expected a JSON object, found "
-                                     f"{type(record).__name__}")
             label = _label_id(record.get(label_field), path, line_number, label_field)
             if label is None:
                 dropped += 1

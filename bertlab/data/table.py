@@ -292,7 +292,11 @@ def _delimited_records(f: IO[str], path: str, fmt: str,
         raise TableFormatError(f"{path}: after line {rows.line_num}: not UTF-8 ({err})") from None
 
 
-def _jsonl_records(f: IO[str], path: str) -> Iterator[tuple[int, list[str], dict]]:
+def jsonl_objects(f: IO[str], path: str, error: type[Exception] = None
+                  ) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank line of a JSON-lines file; anything else raises
+    `error` (TableFormatError by default) naming the file and line."""
+    error = error or TableFormatError
     line_number = 0
     try:
         for line_number, line in enumerate(f, start=1):
@@ -301,14 +305,19 @@ def _jsonl_records(f: IO[str], path: str) -> Iterator[tuple[int, list[str], dict
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise TableFormatError(f"{path}:{line_number}: invalid JSON ({err.msg} at "
-                                       f"column {err.colno})") from None
+                raise error(f"{path}:{line_number}: invalid JSON ({err.msg} at "
+                            f"column {err.colno})") from None
             if not isinstance(record, dict):
-                raise TableFormatError(f"{path}:{line_number}: expected a JSON object, found "
-                                       f"{type(record).__name__}")
-            yield line_number, list(record), {k: _json_cell(v) for k, v in record.items()}
+                raise error(f"{path}:{line_number}: expected a JSON object, found "
+                            f"{type(record).__name__}")
+            yield line_number, record
     except UnicodeDecodeError as err:
-        raise TableFormatError(f"{path}: after line {line_number}: not UTF-8 ({err})") from None
+        raise error(f"{path}: after line {line_number}: not UTF-8 ({err})") from None
+
+
+def _jsonl_records(f: IO[str], path: str) -> Iterator[tuple[int, list[str], dict]]:
+    for line_number, record in jsonl_objects(f, path):
+        yield line_number, list(record), {k: _json_cell(v) for k, v in record.items()}
 
 
 def _json_cell(value) -> str | None:
