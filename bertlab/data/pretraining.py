@@ -36,6 +36,12 @@ Differences from the original, all for bounded memory and speed:
 * Random draws use the same rules but not the same random stream as the original, so outputs are
   equal in distribution, not byte for byte.
 
+raw_text=True (create-data --raw-text, for data.tokenize_on_device) builds the same examples
+and id shards, and also writes each example's segment texts (text_shards.py): the host still
+decides every cut from token counts, the device only re-tokenises whole whitespace chunks and
+keeps the same ids (segment_text.py). Each line is then tokenised twice (whole, and chunk by
+chunk to locate its tokens in the text), and reservoir documents keep their text.
+
 Atomicity: everything is written under out_dir/.incomplete-*/ and moved into place at the end;
 meta.json is written last. A crash before that leaves no meta.json, and ShardedExamples.open
 refuses a split whose dataset has no meta.json.
