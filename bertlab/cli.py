@@ -11,6 +11,7 @@ COMMANDS = {
     "tokenize": "tokenise lines of text (file or stdin) into tokens or ids",
     "convert": "import/export checkpoints (Google TF, HuggingFace) <-> bertlab",
     "create-data": "turn raw text into pretraining shards on disk",
+    "export-text": "write a task split's texts as a pretraining corpus (one document each)",
     "pretrain": "masked-LM pretraining (--config configs/pretrain.py:tiny --workdir DIR)",
     "finetune": "fine-tune on GLUE/SNLI/IMDB/CSV (--config configs/finetune.py:task=sst2)",
     "evaluate": "evaluate a fine-tuned workdir on a split",
