@@ -202,7 +202,8 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     elif recipe == "scratch":
         # KerasNLP getting-started, "from scratch": a 20k vocabulary learned on the training
         # texts, one encoder layer (hidden 64, 2 heads, feed-forward 128), Keras AdamW(5e-5)
-        # (constant rate, weight decay 0.004), 3 epochs. It pools by averaging; we read [CLS].
+        # (constant rate, weight decay 0.004), 3 epochs. It classifies the first token's vector
+        # with one dense layer; we put BERT's pooler (dense + tanh) on [CLS] before that dense.
         config.from_scratch = True
         model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 64, 1, 2, 128
         opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
