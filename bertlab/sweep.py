@@ -205,7 +205,8 @@ def _parse_stages(stages, fail) -> tuple[Stage, ...]:
             fail(key, f"must be a dict, got {type(stage).__name__}")
         unknown = sorted(set(stage) - STAGE_KEYS)
         if unknown:
-            fail(f"{key}.{unknown[0]}", f"unknown key; the keys are {', '.join(sorted(STAGE_KEYS))}")
+            fail(f"{key}.{unknown[0]}",
+                 f"unknown key; the keys are {', '.join(sorted(STAGE_KEYS))}")
         for required in ("name", "argv", "done"):
             if not stage.get(required):
                 fail(f"{key}.{required}", "missing")
@@ -270,7 +271,8 @@ def _parse_arms(spec, stages, fail) -> dict:
 
 
 def _grid_arms(grid, stages, fail) -> list:
-    """{'pretrain': {'--config.data.mask_rate': [0.15, 0.3]}} -> [('mask_rate=0.15', {...}), ...]."""
+    """{'pretrain': {'--config.data.mask_rate': [0.15, 0.3]}}
+    -> [('mask_rate=0.15', {'pretrain': ['--config.data.mask_rate=0.15']}), ...]."""
     if not isinstance(grid, dict) or not grid:
         fail("grid", "must be a dict stage name -> {flag: [values]}")
     axes = []

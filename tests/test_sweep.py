@@ -225,7 +225,8 @@ def test_keep_going_skips_runs_that_need_a_failed_stage(tmp_path, capsys):
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[")]
     assert code == 1
     assert lines[1].startswith("[1/3] arm=* seed=* stage=v1 FAILED")
-    assert lines[2] == "[2/3] arm=good seed=0 stage=v2 (skipped: v1 failed for arm=* seed=* stage=v1)"
+    assert lines[2] == ("[2/3] arm=good seed=0 stage=v2 "
+                        "(skipped: v1 failed for arm=* seed=* stage=v1)")
 
 
 def test_bad_study_is_a_usage_error(tmp_path, capsys):

@@ -20,7 +20,8 @@ def get_study():
         "seeds": [0, 1],
         "stages": [
             {"name": "finetune",
-             "argv": ["finetune", "--config", "configs/finetune.py:task=rotten_tomatoes,recipe=quick",
+             "argv": ["finetune",
+                      "--config", "configs/finetune.py:task=rotten_tomatoes,recipe=quick",
                       "--workdir", "{workdir}", "--config.seeds={seed}"],
              "done": "summary.json"},
         ],
