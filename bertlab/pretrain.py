@@ -11,6 +11,11 @@ Read top to bottom, a run is:
    metrics; every eval_every steps evaluate on the held-out split (and redraw loss.png); every
    checkpoint_every steps save. SIGTERM / SIGINT finish the current step, save and return.
 
+With data.tokenize_on_device the shards' raw segment texts are read instead of their ids, and
+the first stage of every step, on the device, tokenises them (bertlab.data.on_device): the
+batches, and so the losses, are those of the host path, and a run may switch between the two on
+resume. No tokenizer runs on the host in the loop.
+
 Resume order (what makes a resumed run bit-identical to an uninterrupted one): params, optimizer
 state and step come from the checkpoint; the base rng too (the step is folded into it, so
 masking and dropout continue the same stream); the data iterator restarts at the saved
@@ -204,9 +209,16 @@ def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
         log(f"creating pretraining shards in {dataset} from {len(files)} file(s)")
         tokenizer = Tokenizer(vocab, data_config.lower_case)
         create_pretraining_data(files, tokenizer, dataset, overwrite=True,
+                                raw_text=bool(data_config.tokenize_on_device),
                                 **{key: data_config[key] for key in _DATA_ARGS})
     meta = read_meta(dataset)
     where = f"{meta_path} (made by an earlier start or by create-data)"
+    if data_config.tokenize_on_device and not meta.get("raw_text"):
+        remake = ("make it again with `bertlab create-data ... --raw-text`"
+                  if data_config.prepared else f"delete {dataset} to remake it with raw text")
+        raise PretrainConfigError(
+            f"data.tokenize_on_device=True needs the raw segment texts, but the dataset "
+            f"{dataset} was made without them (no raw_text in {meta_path}); {remake}")
     if meta.get("vocab_sha256") != vocab_sha256(vocab):
         raise PretrainConfigError(f"{where} was made with another vocabulary than {vocab.source}")
     if meta.get("lower_case") is not None and meta["lower_case"] != data_config.lower_case:
@@ -225,6 +237,33 @@ def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
             raise PretrainConfigError(f"data.corpus={data_config.corpus!r} names other files than "
                                       f"{where}; delete {dataset} to remake the data")
     return dataset
+
+
+def open_raw_text(dataset_dir: str):
+    """The train and eval TextExamples of data.tokenize_on_device. Both pad to the dataset-wide
+    widths in meta.json, so train and eval batches share one compiled tokeniser."""
+    from bertlab.data.pretraining import read_meta
+    from bertlab.data.shards import ShardError
+    from bertlab.data.text_shards import TextExamples
+
+    limits = read_meta(dataset_dir)["raw_text"]
+    try:
+        return tuple(TextExamples.open(os.path.join(dataset_dir, split), **limits)
+                     for split in ("train", "eval"))
+    except ShardError as e:
+        raise PretrainConfigError(f"data.tokenize_on_device=True: {e}") from None
+
+
+def device_tokenizer(vocab, lower_case: bool, examples, mesh):
+    """raw batch -> (token batch, segments whose ids differ from the host's), jitted; the
+    WordPiece tables are built once here and replicated over the mesh."""
+    from bertlab.data.on_device import make_tokenize_fn
+    from bertlab.tokenizer_tables import tables_for
+
+    fn = make_tokenize_fn(vocab, max_seq_length=examples.max_seq_length,
+                          max_encoded=examples.max_encoded)
+    tables = mesh_lib.replicate(tables_for(Tokenizer(vocab, lower_case)), mesh)
+    return lambda raw: fn(tables, raw)
 
 
 def eval_batches(examples: ShardedExamples, batch_size: int, max_batches: int, *,
@@ -312,8 +351,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     data_config, opt_config, train_config = config.data, config.optimizer, config.train
     vocab_path, vocab = prepare_vocab(data_config, workdir, log=log)
     dataset_dir = prepare_data(data_config, workdir, vocab, log=log)
-    train_examples = ShardedExamples.open(os.path.join(dataset_dir, "train"))
-    eval_examples = ShardedExamples.open(os.path.join(dataset_dir, "eval"))
+    if data_config.tokenize_on_device:
+        train_examples, eval_examples = open_raw_text(dataset_dir)
+    else:
+        train_examples = ShardedExamples.open(os.path.join(dataset_dir, "train"))
+        eval_examples = ShardedExamples.open(os.path.join(dataset_dir, "eval"))
     seq_len, num_predictions = train_examples.max_seq_length, data_config.max_predictions
     if len(train_examples) < data_config.batch_size:
         raise PretrainConfigError(
@@ -371,6 +413,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                         data_state, process_index=jax.process_index(),
                                         process_count=jax.process_count())
     train_rng = mesh_lib.replicate(base_train_rng, mesh)
+    tokenize = (device_tokenizer(vocab, data_config.lower_case, train_examples, mesh)
+                if data_config.tokenize_on_device else None)
     mask_fn = steps.make_mask_fn(vocab, rate=data_config.mask_rate,
                                  max_predictions=num_predictions, whole_word=data_config.whole_word)
     train_step = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule,
@@ -409,8 +453,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                    train_config.eval_batches,
                                                    process_index=jax.process_index(),
                                                    process_count=jax.process_count())):
-            batch_sums = eval_step(state, mesh_lib.global_batch(local, mesh),
-                                   jax.random.fold_in(eval_rng, index))
+            batch = mesh_lib.global_batch(local, mesh)
+            if tokenize is not None:
+                batch, wrong = tokenize(batch)
+                mismatches.append(wrong)
+            batch_sums = eval_step(state, batch, jax.random.fold_in(eval_rng, index))
             sums = batch_sums if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch_sums)
         if sums is None:
             return {}
@@ -430,6 +477,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             "max_seq_length": seq_len})
 
     pending: list[tuple[int, dict]] = []
+    mismatches: list = []  # per batch: segments whose device ids differ from the host's
+    mismatch_total = 0
     last_good_step = start_step
     step = start_step
     window_start, window_step = None, step
@@ -439,6 +488,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         can_evaluate = len(eval_examples) > 0 and train_config.eval_batches > 0
         while step < num_steps:
             batch = mesh_lib.global_batch(next(iterator), mesh)
+            if tokenize is not None:
+                batch, wrong = tokenize(batch)
+                mismatches.append(wrong)
             state, metrics = train_step(state, batch, train_rng)
             step += 1
             pending.append((step, metrics))
@@ -459,6 +511,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 last_good_step = step
                 if step % train_config.log_every == 0 or finished:
                     last_train = window_means(pending)
+                    if tokenize is not None:
+                        found = int(sum(jax.device_get(mismatches)))
+                        mismatches.clear()
+                        if found and not mismatch_total:
+                            writer.message(f"step {step}: {found} segment(s) tokenised on the "
+                                           "device differ from the host tokenizer's ids (see "
+                                           "tokenizer_jax.DIVERGENCES)")
+                        mismatch_total += found
+                        last_train["tokenize_mismatches"] = mismatch_total
                     elapsed = time.perf_counter() - window_start
                     if step > window_step and elapsed > 0:
                         rate = (step - window_step) * tokens_per_step / elapsed

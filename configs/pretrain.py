@@ -75,6 +75,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     data.eval_fraction = 0.01     # documents held out for evaluation
     data.doc_boundary = "blank"   # what ends a document: "blank" line (and end of file) | "file"
     data.seed = 12345             # data creation and the order of training batches
+    data.tokenize_on_device = False  # True: read the shards' raw segment texts and tokenise them
+                                  # in the jitted step (tokenizer_jax); needs create-data --raw-text
 
     # --- optimizer: `bert_adam` is the original (no bias correction, warm-up replacing a decay
     # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W).
