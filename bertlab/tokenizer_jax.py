@@ -23,6 +23,8 @@ static shapes over the tables of `bertlab.tokenizer_tables`. Four stages:
 4. Compact (parallel). Each output position takes the last record that starts at or before it
    (a scatter-max of record numbers, then a cumulative max) and gathers its id from the pool.
 
+The pretraining loop uses it through `bertlab.data.on_device` (data.tokenize_on_device).
+
 Bytes vs code points: see the `tokenizer_tables` docstring. Known differences from the host
 tokenizer are in `DIVERGENCES` (and tested).
 """
