@@ -64,6 +64,7 @@ class Collected:
     commits: list                  # distinct commits of the runs, in order of appearance
     dirty: bool                    # some run was made with modified tracked files
     machines: list                 # distinct machines of the runs
+    loads: list                    # 1-minute load average at each recorded stage start
 
 
 def read_metric(study: sweep_lib.Study, metric: dict, arm: str, seed: int) -> Cell:
@@ -97,7 +98,7 @@ def collect(study: sweep_lib.Study) -> Collected:
                 result.extras[i][seed] = read_metric(study, extra, arm, seed)
         arms.append(result)
     by_arm = {a.arm: a for a in arms}
-    total, count, commits, machines, dirty = 0.0, 0, [], [], False
+    total, count, commits, machines, loads, dirty = 0.0, 0, [], [], [], False
     for run in sweep_lib.plan(study):
         record = sweep_lib.read_record(run)
         if not record or record.get("seconds") is None:
@@ -105,6 +106,8 @@ def collect(study: sweep_lib.Study) -> Collected:
         total += float(record["seconds"])
         count += 1
         dirty = dirty or bool(record.get("dirty"))
+        if isinstance(record.get("load_average"), (int, float)):
+            loads.append(float(record["load_average"]))
         for key, seen in (("commit", commits), ("machine", machines)):
             if record.get(key) and record[key] not in seen:
                 seen.append(record[key])
@@ -112,7 +115,7 @@ def collect(study: sweep_lib.Study) -> Collected:
             seconds = by_arm[run.arm].seconds
             seconds[run.seed] = seconds.get(run.seed, 0.0) + float(record["seconds"])
     return Collected(study=study, arms=arms, total_seconds=total, stage_runs=count,
-                     commits=commits, dirty=dirty, machines=machines)
+                     commits=commits, dirty=dirty, machines=machines, loads=loads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +263,16 @@ def machine_line() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs, {jax_part}"
 
 
+def load_note(loads: list) -> str:
+    if not loads:
+        return ""
+    note = (f"; 1-minute load average at stage starts {min(loads):.1f}–{max(loads):.1f} on "
+            f"{os.cpu_count()} CPUs")
+    if max(loads) > (os.cpu_count() or 1):
+        note += " (other jobs shared the machine: wall times are inflated)"
+    return note
+
+
 def render(collected: Collected, *, now: datetime.datetime | None = None) -> str:
     study = collected.study
     metric = study.metric
@@ -279,7 +292,8 @@ def render(collected: Collected, *, now: datetime.datetime | None = None) -> str
         f"- Machine: {machine_line()}"
         + (f"; runs on: {'; '.join(collected.machines)}" if collected.machines else ""),
         f"- Wall time: {fmt_duration(collected.total_seconds if collected.stage_runs else None)} "
-        f"in all ({collected.stage_runs} stage runs, study- and arm-level stages included)",
+        f"in all ({collected.stage_runs} stage runs, study- and arm-level stages included)"
+        + load_note(collected.loads),
         "",
         f"## {metric['name']}{unit_suffix(metric)}, {direction}",
         "",

@@ -438,6 +438,15 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPUs"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average when a stage starts: how shared the machine was while it ran
+    (its wall time means little on a machine that other jobs keep busy)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -460,7 +469,7 @@ def execute(run: Run, *, echo=None) -> dict:
     commit, dirty = git_state(run.root)
     record = {"argv": list(run.argv), "command": run.command, "start": _now(), "end": None,
               "seconds": None, "returncode": None, "commit": commit, "dirty": dirty,
-              "machine": machine()}
+              "machine": machine(), "load_average": load_average()}
     record_path = os.path.join(run.workdir, RUN_FILE)
     previous = []
     if os.path.exists(record_path):          # keep earlier attempts (e.g. an interrupted one)

@@ -45,7 +45,8 @@ def finish(runs, arm, seed, accuracy, seconds):
     write_json(workdir / "summary.json", {"eval": {"accuracy": {"median": accuracy,
                                                                 "values": [accuracy]}}})
     write_json(workdir / "sweep_run.json", {"seconds": seconds, "commit": "abc1234",
-                                            "dirty": False, "machine": "test box"})
+                                            "dirty": False, "machine": "test box",
+                                            "load_average": seconds / 10})
 
 
 @pytest.fixture
@@ -88,6 +89,7 @@ def test_report_numbers_are_the_hand_computed_statistics(hand_study, capsys):
     assert "| a | 1 | 82.00 | 82.00 | 40 s |" in text
     # 100 (study stage) + 30 + 40 + 50 + 20 + 60 seconds
     assert "- Wall time: 5.0 min in all (6 stage runs" in text
+    assert "load average at stage starts 2.0–6.0 on " in text       # seconds / 10 above
     assert "Runs made at commit(s) `abc1234`" in text
     assert "bertlab sweep experiments/hand\nbertlab report experiments/hand" in text
     assert ("bertlab finetune --workdir runs/hand/a/seed_0/ft --config.seeds=0 "
