@@ -69,7 +69,7 @@ def get_study():
             "what this table measures. The runs were made with "
             "`XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'` "
             "(one compute thread: on an oversubscribed machine a 2-thread step waits for its "
-            "slower half); that changes speed, not the arithmetic.\n\n"
+            "slower half); it changes speed (and float summation order at most), not the recipe.\n\n"
             "Score: dev accuracy (F1 of the 'equivalent' class as an extra column) of each seed's "
             "best epoch by dev accuracy + F1 mean, as `bertlab finetune` selects it; with 1 "
             "epoch that is the final model, with 3 it is the best of 3 dev evaluations, which "
