@@ -94,6 +94,28 @@ def fused_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array]) ->
 ATTENTION_KERNELS: dict[str, Callable] = {"explicit": explicit_attention, "fused": fused_attention}
 
 
+# One (H, 3H) matmul for query, key and value instead of three (H, H) ones (see SelfAttention).
+# A module constant, not a config knob: it changes how, never what, is computed; the benchmark
+# in experiments/bench/profile_step.py flips it to measure both.
+FUSED_QKV = True
+
+
+class ProjectionParams(nn.Module):
+    """The kernel (H, H) and bias (H,) of one projection, declared exactly as nn.Dense declares
+    them (same names, order, initialiser and dtype, so checkpoints and seeded initialisations are
+    unchanged), but returned rather than applied: SelfAttention multiplies by all three at once."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        size = self.config.hidden_size
+        kernel = self.param("kernel", bert_initializer(self.config.initializer_range),
+                            (size, size), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (size,), jnp.float32)
+        return kernel, bias
+
+
 class SelfAttention(nn.Module):
     """query/key/value projections and attention over them. Scope: .../attention/self.
 
@@ -107,13 +129,23 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True) -> jax.Array:
         config = self.config
         batch, seq_len, _ = x.shape
+        heads = (batch, seq_len, config.num_heads, config.head_dim)
 
-        def project(name: str) -> jax.Array:
-            y = nn.Dense(config.hidden_size, kernel_init=bert_initializer(config.initializer_range),
-                         dtype=compute_dtype(config), name=name)(x)  # (B, T, H)
-            return y.reshape(batch, seq_len, config.num_heads, config.head_dim)  # (B, T, N, D)
+        if FUSED_QKV:
+            params = [ProjectionParams(config, name=name)() for name in ("query", "key", "value")]
+            dtype = compute_dtype(config)
+            kernel = jnp.concatenate([p[0] for p in params], axis=1).astype(dtype)  # (H, 3H)
+            offset = jnp.concatenate([p[1] for p in params]).astype(dtype)  # (3H,)
+            qkv = jnp.dot(x.astype(dtype), kernel) + offset  # (B, T, 3H)
+            q, k, v = (y.reshape(heads) for y in jnp.split(qkv, 3, axis=-1))  # (B, T, N, D) each
+        else:
+            def project(name: str) -> jax.Array:
+                y = nn.Dense(config.hidden_size,
+                             kernel_init=bert_initializer(config.initializer_range),
+                             dtype=compute_dtype(config), name=name)(x)  # (B, T, H)
+                return y.reshape(heads)  # (B, T, N, D)
 
-        q, k, v = project("query"), project("key"), project("value")
+            q, k, v = project("query"), project("key"), project("value")
         q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k)
         dropout_active = not deterministic and config.attention_dropout > 0.0
         kernel = ATTENTION_KERNELS["explicit" if dropout_active else config.attention_kernel]
