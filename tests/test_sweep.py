@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertlab import stats, sweep
+from bertlab import sweep
 from bertlab.commands import sweep as sweep_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -296,19 +296,22 @@ def test_example_sweep_runs_then_skips_and_reports(example_runs, tmp_path, capsy
     out_path = tmp_path / "results.md"
     assert report_cmd.main([str(EXAMPLE), "--runs-dir", str(runs), "--out", str(out_path)]) == 0
     text = out_path.read_text()
-    acc = {arm: [100 * json.loads((runs / arm / f"seed_{s}/finetune/summary.json").read_text())
-                 ["eval"]["accuracy"]["median"] for s in (0, 1)]
-           for arm in ("lr=1e-3", "lr=3e-3")}
+    summaries = {(arm, s): json.loads((runs / arm / f"seed_{s}/finetune/summary.json").read_text())
+                 for arm in ("lr=1e-3", "lr=3e-3") for s in (0, 1)}
+    loss = {arm: [100 * summaries[arm, s]["eval"]["loss"]["median"] for s in (0, 1)]
+            for arm in ("lr=1e-3", "lr=3e-3")}
     row = next(l for l in text.splitlines() if l.startswith("| lr=1e-3 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    values = np.array(acc["lr=1e-3"])
+    values = np.array(loss["lr=1e-3"])
     assert cells[1] == "2/2"
     assert cells[2] == f"{np.median(values):.2f}"
     assert cells[3] == f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
-    diff = values - np.array(acc["lr=3e-3"])
+    diff = values - np.array(loss["lr=3e-3"])
     assert cells[5].startswith(f"{diff.mean():+.2f}")
-    # two seeds: the sign-flip p over 4 patterns
-    assert cells[6] == f"{stats.sign_flip_p(diff):.3f}"
+    # two seeds: the sign-flip p over 4 patterns, 0.5 if both differences have one sign, else 1
+    assert cells[6] == f"{0.5 if diff[0] * diff[1] > 0 else 1.0:.3f}"
+    accuracy = [100 * summaries["lr=1e-3", s]["eval"]["accuracy"]["median"] for s in (0, 1)]
+    assert cells[7] == f"{np.median(accuracy):.2f}"
     baseline_row = next(l for l in text.splitlines() if l.startswith("| lr=3e-3 |"))
     assert "baseline" in baseline_row
     assert "bertlab sweep experiments/example_sweep" in text
