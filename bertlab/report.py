@@ -290,7 +290,8 @@ def render(collected: Collected, *, now: datetime.datetime | None = None) -> str
         f"- Runs made at commit(s) {runs_commits}"
         f"{' (some with modified tracked files)' if collected.dirty else ''}",
         f"- Machine: {machine_line()}"
-        + (f"; runs on: {'; '.join(collected.machines)}" if collected.machines else ""),
+        + (f"; runs on: {'; '.join(collected.machines)}"
+           if collected.machines and collected.machines != [sweep_lib.machine()] else ""),
         f"- Wall time: {fmt_duration(collected.total_seconds if collected.stage_runs else None)} "
         f"in all ({collected.stage_runs} stage runs, study- and arm-level stages included)"
         + load_note(collected.loads),
