@@ -74,4 +74,6 @@ def get_study():
         },
         "baseline": "no_pretraining",
         "metric": study["metric"],
+        # the pretrained arm's MLM state (the control's 1-step, lr-0 checkpoint is at chance)
+        "extra_metrics": [m for m in study["extra_metrics"] if m["path"] == "eval_mlm_accuracy"],
     }
