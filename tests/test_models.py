@@ -329,3 +329,39 @@ def test_mean_pool_by_hand():
                           [[5.0, 6.0], [0.0, 0.0], [0.0, 0.0]]])
     mask = jnp.array([[1, 1, 0], [0, 0, 0]])
     np.testing.assert_allclose(mean_pool(sequence, mask), [[2.0, 3.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("knobs", [{}, {"pre_ln": True, "position_embedding": "rotary"}],
+                         ids=["post_ln", "pre_ln_rotary"])
+@pytest.mark.parametrize("fused_qkv", [True, False])
+def test_first_only_skips_rows_without_changing_cls(knobs, fused_qkv, monkeypatch):
+    """The classifier's shortcut: a last layer that attends from [CLS] alone gives [CLS]'s row
+    and the pooled vector of the full encoder (same parameters, with either QKV layout)."""
+    monkeypatch.setattr(attention, "FUSED_QKV", fused_qkv)
+    config = dataclasses.replace(SMALL, **knobs)
+    ids, segments, mask = batch()
+    model = BertModel(config)
+    params = init(model, ids, segments, mask)
+    full_seq, full_pooled = apply(model, params, ids, segments, mask)
+    cls_seq, cls_pooled = apply(model, params, ids, segments, mask, first_only=True)
+    assert cls_seq.shape == (2, 1, config.hidden_size)
+    np.testing.assert_allclose(cls_seq[:, 0], full_seq[:, 0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(cls_pooled, full_pooled, atol=1e-6, rtol=0)
+    classifier = BertForSequenceClassification(config, num_labels=3)
+    head = init(classifier, ids, segments, mask)
+    logits = apply(classifier, head, ids, segments, mask)
+    pooled = apply(model, head["bert"], ids, segments, mask)[1]
+    expected = pooled @ head["classifier"]["kernel"] + head["classifier"]["bias"]
+    np.testing.assert_allclose(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_fused_qkv_declares_the_same_parameters_as_three_dense_layers(monkeypatch):
+    """Same tree and the same seeded values: checkpoints and old seeds are unaffected."""
+    ids, segments, mask = batch()
+    fused = init(BertModel(SMALL), ids, segments, mask)
+    monkeypatch.setattr(attention, "FUSED_QKV", False)
+    three = init(BertModel(SMALL), ids, segments, mask)
+    flat_fused, flat_three = flatten_dict(fused, sep="/"), flatten_dict(three, sep="/")
+    assert flat_fused.keys() == flat_three.keys()
+    for name in flat_three:
+        np.testing.assert_array_equal(flat_fused[name], flat_three[name])

@@ -50,8 +50,9 @@ def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
 
 
 def rotary_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-    angles = rotary_angles(q.shape[1], q.shape[-1])
-    return rotate(q, angles), rotate(k, angles)
+    """Queries may be the first n < T positions only (SelfAttention's num_queries)."""
+    angles = rotary_angles(k.shape[1], k.shape[-1])  # (T, D/2)
+    return rotate(q, angles[:q.shape[1]]), rotate(k, angles)
 
 
 def unchanged_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -126,29 +127,39 @@ class SelfAttention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
+                 num_queries: int | None = None) -> jax.Array:
+        """num_queries=n attends from the first n positions only (keys and values still cover
+        all T): a classifier's last layer needs [CLS] alone. Output (B, n, H)."""
         config = self.config
         batch, seq_len, _ = x.shape
-        heads = (batch, seq_len, config.num_heads, config.head_dim)
+        heads = lambda length: (batch, length, config.num_heads, config.head_dim)
+        n = seq_len if num_queries is None else num_queries
 
         if FUSED_QKV:
             params = [ProjectionParams(config, name=name)() for name in ("query", "key", "value")]
             dtype = compute_dtype(config)
-            kernel = jnp.concatenate([p[0] for p in params], axis=1).astype(dtype)  # (H, 3H)
-            offset = jnp.concatenate([p[1] for p in params]).astype(dtype)  # (3H,)
-            qkv = jnp.dot(x.astype(dtype), kernel) + offset  # (B, T, 3H)
-            q, k, v = (y.reshape(heads) for y in jnp.split(qkv, 3, axis=-1))  # (B, T, N, D) each
+            kernels = [p[0].astype(dtype) for p in params]  # (H, H) each
+            offsets = [p[1].astype(dtype) for p in params]  # (H,) each
+            x = x.astype(dtype)
+            if n == seq_len:
+                qkv = jnp.dot(x, jnp.concatenate(kernels, axis=1)) + jnp.concatenate(offsets)
+                q, k, v = (y.reshape(heads(n)) for y in jnp.split(qkv, 3, axis=-1))  # (B,T,N,D)
+            else:
+                q = (jnp.dot(x[:, :n], kernels[0]) + offsets[0]).reshape(heads(n))  # (B, n, N, D)
+                kv = jnp.dot(x, jnp.concatenate(kernels[1:], axis=1)) + jnp.concatenate(offsets[1:])
+                k, v = (y.reshape(heads(seq_len)) for y in jnp.split(kv, 2, axis=-1))  # (B,T,N,D)
         else:
-            def project(name: str) -> jax.Array:
+            def project(name: str, rows: jax.Array) -> jax.Array:
                 y = nn.Dense(config.hidden_size,
                              kernel_init=bert_initializer(config.initializer_range),
-                             dtype=compute_dtype(config), name=name)(x)  # (B, T, H)
-                return y.reshape(heads)  # (B, T, N, D)
+                             dtype=compute_dtype(config), name=name)(rows)  # (B, T, H)
+                return y.reshape(heads(rows.shape[1]))  # (B, T, N, D)
 
-            q, k, v = project("query"), project("key"), project("value")
+            q, k, v = project("query", x[:, :n]), project("key", x), project("value", x)
         q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k)
         dropout_active = not deterministic and config.attention_dropout > 0.0
         kernel = ATTENTION_KERNELS["explicit" if dropout_active else config.attention_kernel]
         dropout = nn.Dropout(config.attention_dropout, deterministic=deterministic)
-        context = kernel(q, k, v, bias, dropout)  # (B, T, N, D)
-        return context.reshape(batch, seq_len, config.hidden_size)  # (B, T, H)
+        context = kernel(q, k, v, bias, dropout)  # (B, n, N, D)
+        return context.reshape(batch, n, config.hidden_size)  # (B, n, H)

@@ -48,11 +48,15 @@ class BertModel(nn.Module):
 
     @nn.compact
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
-                 *, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+                 *, deterministic: bool = True, first_only: bool = False
+                 ) -> tuple[jax.Array, jax.Array]:
+        """first_only: the sequence output is [CLS]'s row alone (B, 1, H), and the last layer
+        skips the other rows (what a classifier reading the pooled output needs; same values)."""
         x = Embeddings(self.config, name="embeddings")(token_ids, segment_ids,
                                                        deterministic=deterministic)  # (B, T, H)
         bias = attention_bias(attention_mask)  # (B, 1, 1, T), shared by every layer
-        sequence_output = Encoder(self.config, name="encoder")(x, bias, deterministic=deterministic)
+        sequence_output = Encoder(self.config, name="encoder")(
+            x, bias, deterministic=deterministic, last_queries=1 if first_only else None)
         pooled_output = Pooler(self.config, name="pooler")(sequence_output)
         return sequence_output, pooled_output
 
@@ -100,8 +104,10 @@ class BertForSequenceClassification(nn.Module):
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
                  *, deterministic: bool = True) -> jax.Array:
         config = self.config
+        # Without extra layers only the pooled [CLS] is read: the last layer skips other rows.
         sequence_output, pooled_output = BertModel(config, name="bert")(
-            token_ids, segment_ids, attention_mask, deterministic=deterministic)
+            token_ids, segment_ids, attention_mask, deterministic=deterministic,
+            first_only=not self.extra_layers)
         if self.extra_layers:
             hidden = Encoder(config, num_layers=self.extra_layers, name="head_encoder")(
                 sequence_output, attention_bias(attention_mask), deterministic=deterministic)

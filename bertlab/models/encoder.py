@@ -65,10 +65,15 @@ class Attention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
+                 num_queries: int | None = None):
+        """num_queries=n: only the first n positions come out (see SelfAttention)."""
         normed = layer_norm(self.config, "LayerNorm")(x) if self.config.pre_ln else x
-        context = SelfAttention(self.config, name="self")(normed, bias, deterministic=deterministic)
-        return ResidualOutput(self.config, name="output")(context, x, deterministic=deterministic)
+        context = SelfAttention(self.config, name="self")(normed, bias, deterministic=deterministic,
+                                                          num_queries=num_queries)  # (B, n, H)
+        residual = x if num_queries is None else x[:, :num_queries]  # (B, n, H)
+        return ResidualOutput(self.config, name="output")(context, residual,
+                                                          deterministic=deterministic)
 
 
 class Intermediate(nn.Module):
@@ -91,8 +96,10 @@ class EncoderLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
-        x = Attention(self.config, name="attention")(x, bias, deterministic=deterministic)
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
+                 num_queries: int | None = None):
+        x = Attention(self.config, name="attention")(x, bias, deterministic=deterministic,
+                                                     num_queries=num_queries)
         hidden = Intermediate(self.config, name="intermediate")(x)
         return ResidualOutput(self.config, name="output")(hidden, x, deterministic=deterministic)
 
@@ -101,17 +108,23 @@ class Encoder(nn.Module):
     """`num_layers` blocks named layer_0 ... (plus the final LayerNorm when pre_ln). Scope: encoder.
 
     `num_layers` defaults to the config's; the classifier's fresh extra blocks reuse this with
-    their own count.
+    their own count. `last_queries`=n returns only the first n positions (B, n, H): the last
+    layer then computes queries, attention, feed-forward and LayerNorms for those rows alone
+    (keys and values still see every token), which is exact, and saves most of a layer when a
+    classifier reads only [CLS].
     """
 
     config: BertConfig
     num_layers: int | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True):
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
+                 last_queries: int | None = None):
         count = self.config.num_layers if self.num_layers is None else self.num_layers
         for index in range(count):
-            x = EncoderLayer(self.config, name=f"layer_{index}")(x, bias, deterministic=deterministic)
+            x = EncoderLayer(self.config, name=f"layer_{index}")(
+                x, bias, deterministic=deterministic,
+                num_queries=last_queries if index == count - 1 else None)
         if self.config.pre_ln:
             x = layer_norm(self.config, "LayerNorm")(x)
         return x
