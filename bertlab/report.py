@@ -131,6 +131,14 @@ def fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
+def fmt_extra(value: float | None) -> str:
+    """Extra columns hold counts too (updates, tokens scored): whole numbers from 100 up are
+    printed as such, with thousands separators."""
+    if value is not None and abs(value) >= 100 and float(value).is_integer():
+        return f"{value:,.0f}"
+    return fmt(value)
+
+
 def fmt_ci(ci, signed: bool = False) -> str:
     return DASH if ci is None else f"[{fmt(ci[0], signed)}, {fmt(ci[1], signed)}]"
 
@@ -174,7 +182,7 @@ def arm_row(collected: Collected, result: ArmResults, baseline: ArmResults) -> l
         row = [result.arm, n, fmt(s["median"]), spread, fmt_ci(s["ci"]), delta, p]
     for extra in result.extras:
         extra_values = list(result.values(extra).values())
-        row.append(fmt(stats.median(extra_values)) if extra_values else DASH)
+        row.append(fmt_extra(stats.median(extra_values)) if extra_values else DASH)
     seconds = list(result.seconds.values())
     row.append(fmt_duration(stats.median(seconds) if seconds else None))
     return row
@@ -207,10 +215,11 @@ def per_seed_table(collected: Collected) -> list[str]:
     rows = []
     for result in collected.arms:
         for seed in study.seeds:
-            cells = [result.metric[seed], *[extra[seed] for extra in result.extras]]
+            cells = [(fmt, result.metric[seed])] + [(fmt_extra, extra[seed])
+                                                   for extra in result.extras]
             rows.append([result.arm, str(seed)]
-                        + [fmt(c.value) if c.value is not None else f"({c.missing})"
-                           for c in cells]
+                        + [show(c.value) if c.value is not None else f"({c.missing})"
+                           for show, c in cells]
                         + [fmt_duration(result.seconds.get(seed))])
     return table(rows, header)
 

@@ -131,3 +131,12 @@ def test_lookup_dotted_paths_and_list_indices():
         report.lookup(data, "eval.f1")
     with pytest.raises(IndexError):
         report.lookup(data, "rows.2")
+
+
+def test_extra_columns_print_counts_as_whole_numbers():
+    from bertlab.report import fmt_extra
+    assert fmt_extra(25793.0) == "25,793"
+    assert fmt_extra(250.0) == "250"
+    assert fmt_extra(82.0) == "82.00"       # small values keep the metric format
+    assert fmt_extra(1060.77) == "1060.77"
+    assert fmt_extra(None) == "—"
