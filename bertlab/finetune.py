@@ -69,7 +69,7 @@ RESULT_FILE = "result.json"
 EVAL_LOGITS_FILE = "eval_logits.npy"  # the best epoch's logits on the eval split, row order kept
 SUMMARY_FILE = init_from_lib.SUMMARY_FILE
 MODEL_DIR = init_from_lib.MODEL_DIR
-OPTIMIZERS = optimizer_lib.OPTIMIZERS + ("adam",)
+OPTIMIZERS = optimizer_lib.OPTIMIZERS
 MODEL_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 # Keys a rerun in the same workdir may change: they decide which seeds run, not what a seed does.
 RERUN_FREE_KEYS = ("seeds", "log_every")
@@ -391,34 +391,15 @@ def check_same_shapes(expected, given) -> None:
                                       f"{np.shape(have[name])}, the model needs {want[name].shape}")
 
 
-def warmup_constant(peak_lr: float, warmup_steps: int) -> Callable:
-    """Linear warm-up to the peak, then constant (Keras' fixed-rate Adam when warmup_steps=0)."""
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        return peak_lr * jnp.clip(step / max(warmup_steps, 1), 0.0, 1.0) if warmup_steps \
-            else jnp.full_like(step, peak_lr)
-    return schedule
-
-
 def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
                             frozen: Sequence[str] = ()) -> tuple[optax.GradientTransformation, Callable]:
-    """adamw / bert_adam from bertlab.optimizer, or `adam`: Adam at a constant rate after the
-    warm-up, with decoupled weight decay only if weight_decay > 0. Groups in `frozen` get no
-    optimizer state and zero updates (the train step also keeps them bit for bit)."""
-    if opt.name == "adam":
-        schedule = warmup_constant(opt.lr, warmup_steps)
-        parts = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm > 0 else []
-        parts.append(optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps))
-        if opt.weight_decay > 0:
-            parts.append(optax.add_decayed_weights(opt.weight_decay,
-                                                   mask=optimizer_lib.weight_decay_mask))
-        parts.append(optax.scale_by_learning_rate(schedule))
-        tx = optax.chain(*parts)
-    else:
-        tx, schedule = optimizer_lib.make_optimizer(
-            opt.name, lr=opt.lr, warmup_steps=warmup_steps, num_steps=num_steps,
-            weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-            clip_norm=opt.clip_norm)
+    """bertlab.optimizer's recipe by name (`adam` is the tutorials' constant-rate Adam). Groups
+    in `frozen` get no optimizer state and zero updates (the train step also keeps them bit for
+    bit)."""
+    tx, schedule = optimizer_lib.make_optimizer(
+        opt.name, lr=opt.lr, warmup_steps=warmup_steps, num_steps=num_steps,
+        weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+        clip_norm=opt.clip_norm)
     if frozen:
         frozen = tuple(frozen)
         labels = lambda params: {name: jax.tree_util.tree_map(

@@ -1,4 +1,5 @@
-"""Two named optimisers: `adamw` (optax's, bias-corrected), `bert_adam` (the original BERT's).
+"""Three named optimisers: `adamw` (optax's, bias-corrected), `bert_adam` (the original BERT's),
+`adam` (bias-corrected Adam at a constant rate after the warm-up: Keras' fixed-rate Adam/AdamW).
 
 Both decay weights decoupled from the gradient (`update += wd * param`, then scaled by the rate),
 never LayerNorm parameters or biases, and clip gradients by their global norm first.
@@ -24,7 +25,7 @@ from bertlab import schedules
 # name a model variant may use; matched against the "/"-joined parameter path.
 NO_DECAY_PATTERN = re.compile(r"LayerNorm|layer_norm|norm|bias", re.IGNORECASE)
 
-OPTIMIZERS = ("adamw", "bert_adam")
+OPTIMIZERS = ("adamw", "bert_adam", "adam")
 
 
 def param_path_name(path: tuple) -> str:
@@ -79,12 +80,16 @@ def make_optimizer(name: str, *, lr: float, warmup_steps: int, num_steps: int,
     elif name == "bert_adam":
         schedule = schedules.bert(lr, warmup_steps, num_steps)
         direction = scale_by_adam_without_bias_correction(b1, b2, eps)
+    elif name == "adam":
+        schedule = schedules.constant(lr, warmup_steps, num_steps)
+        direction = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
     else:
         raise ValueError(f"optimizer.name: unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
-    parts += [direction,
-              optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
-              optax.scale_by_learning_rate(schedule)]
+    parts.append(direction)
+    if name != "adam" or weight_decay > 0:  # plain `adam` has no decay unless one is asked for
+        parts.append(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask))
+    parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts), schedule
 
 

@@ -8,7 +8,10 @@ Two named recipes, because they differ in a way that matters when reproducing nu
   ALL T steps, and while `step < W` the warm-up `peak * step / W` *replaces* it. After warm-up the
   rate is therefore already below the peak (at step W it is peak * (1 - W/T)).
 
-Both give 0 at step 0: the first update of the original BERT is a no-op, and we keep that.
+* `constant`: linear warm-up to the peak over W steps (none when W = 0), then the peak for ever:
+  Keras' fixed-rate Adam, which the KerasNLP guides and the SNLI tutorial's baseline use.
+
+All three give 0 at step 0 when W > 0: the first update of the original BERT is a no-op, and we keep that.
 """
 
 from __future__ import annotations
@@ -59,3 +62,16 @@ def bert(peak_lr: float, warmup_steps: int, num_steps: int) -> Schedule:
 
 
 SCHEDULES = {"triangular": triangular, "bert": bert}
+
+
+def constant(peak_lr: float, warmup_steps: int, num_steps: int | None = None) -> Schedule:
+    """Warm-up to the peak over W steps, then the peak; W = 0 is the peak from the first step."""
+    _check(peak_lr, warmup_steps, max(num_steps or warmup_steps, warmup_steps, 1))
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        if warmup_steps == 0:
+            return jnp.full_like(step, peak_lr)
+        return peak_lr * jnp.clip(step / warmup_steps, 0.0, 1.0)
+
+    return schedule

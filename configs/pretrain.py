@@ -79,9 +79,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                                   # in the jitted step (tokenizer_jax); needs create-data --raw-text
 
     # --- optimizer: `bert_adam` is the original (no bias correction, warm-up replacing a decay
-    # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W).
+    # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W);
+    # `adam` is Adam at a constant rate after the warm-up (the KerasNLP guides' fixed-rate AdamW).
     config.optimizer = opt = ml_collections.ConfigDict()
-    opt.name = "bert_adam"        # bert_adam | adamw
+    opt.name = "bert_adam"        # bert_adam | adamw | adam
     opt.lr = 1e-4                 # peak learning rate
     opt.warmup_steps = 10_000     # linear warm-up from 0 (W)
     opt.weight_decay = 0.01       # decoupled, never on LayerNorm parameters or biases

@@ -50,3 +50,33 @@ def test_traceable_under_jit():
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         schedules.triangular(*args)
+
+
+def test_constant_warms_up_then_holds_the_peak():
+    from bertlab import schedules
+    schedule = schedules.constant(2e-3, warmup_steps=4, num_steps=10)
+    values = [float(schedule(step)) for step in (0, 1, 2, 4, 9, 1000)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 2e-3, 2e-3, 2e-3], rtol=1e-6)
+    no_warmup = schedules.constant(5e-5, warmup_steps=0)
+    np.testing.assert_allclose([float(no_warmup(s)) for s in (0, 7)], [5e-5, 5e-5], rtol=1e-6)
+
+
+def test_adam_optimizer_is_constant_rate_and_decays_only_when_asked():
+    import jax.numpy as jnp
+    import optax
+    from bertlab import optimizer
+    params = {"dense": {"kernel": jnp.ones((2,)), "bias": jnp.ones((2,))}}
+    grads = {"dense": {"kernel": jnp.full((2,), 0.5), "bias": jnp.full((2,), -0.5)}}
+    common = dict(lr=0.1, warmup_steps=0, num_steps=5, b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0)
+    tx, _ = optimizer.make_optimizer("adam", weight_decay=0.0, **common)
+    state = tx.init(params)
+    for _ in range(3):  # bias-corrected Adam on a constant gradient: a step of exactly lr * sign
+        updates, state = tx.update(grads, state, params)
+        np.testing.assert_allclose(updates["dense"]["kernel"], [-0.1, -0.1], rtol=1e-4)
+        np.testing.assert_allclose(updates["dense"]["bias"], [0.1, 0.1], rtol=1e-4)
+    tx, _ = optimizer.make_optimizer("adam", weight_decay=0.5, **common)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # decoupled decay on the kernel only: -(1 + 0.5 * 1) * 0.1; the bias is never decayed
+    np.testing.assert_allclose(updates["dense"]["kernel"], [-0.15, -0.15], rtol=1e-4)
+    np.testing.assert_allclose(updates["dense"]["bias"], [0.1, 0.1], rtol=1e-4)
+    assert isinstance(tx, optax.GradientTransformation)
