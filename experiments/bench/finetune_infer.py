@@ -192,12 +192,10 @@ def main(argv=None) -> int:
     table = header + "\n" + "\n".join(rows)
     print("\n" + table)
     if args.out:
-        command = ".venv/bin/python experiments/bench/finetune_infer.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(f"\n### Fine-tuning step and inference, seq {args.seq}, {args.dtype} — "
-                    f"{machine()}, load average {os.getloadavg()[0]:.1f} at the end\n\n"
-                    f"Command: `{command}`\n\n{table}\n")
+        from markdown_out import append_table
+        append_table(args.out, "finetune_infer.py", argv,
+                     f"Fine-tuning step and inference, seq {args.seq}, {args.dtype} — "
+                     f"{machine()}, load average {os.getloadavg()[0]:.1f} at the end", table)
     return 0
 
 

@@ -73,11 +73,10 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:
-        command = ".venv/bin/python experiments/bench/memory.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(f"\n### Peak resident memory, MLM train step, batch {args.batch}, seq "
-                    f"{args.seq}, float32, AdamW\n\nCommand: `{command}`\n\n{table}\n")
+        from markdown_out import append_table
+        append_table(args.out, "memory.py", argv,
+                     f"Peak resident memory, MLM train step, batch {args.batch}, seq "
+                     f"{args.seq}, float32, AdamW", table)
     return 0
 
 

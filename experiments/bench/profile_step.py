@@ -33,7 +33,7 @@ from bertlab import steps, train_state  # noqa: E402
 from bertlab.models import BertForPreTraining, variant_config  # noqa: E402
 from bertlab.models import attention  # noqa: E402
 from finetune_infer import interleaved_medians  # noqa: E402
-from train_step import VOCAB_SIZE, machine, synthetic_batch, synthetic_vocab  # noqa: E402
+from train_step import VOCAB_SIZE, machine, make_mlm_step  # noqa: E402
 
 
 def parts(variant: str, batch: int, seq: int, predictions: int, fused_qkv: bool = True,
@@ -52,26 +52,10 @@ def parts(variant: str, batch: int, seq: int, predictions: int, fused_qkv: bool 
 
 def _parts(variant: str, batch: int, seq: int, predictions: int, **overrides
            ) -> dict[str, Callable[[], None]]:
-    config = variant_config(variant, vocab_size=VOCAB_SIZE, **overrides)
-    vocab = synthetic_vocab()
-    mesh = mesh_lib.data_mesh()
-    model = BertForPreTraining(config, with_nsp=True)
-    tx, schedule = optimizer_lib.make_optimizer("adamw", lr=1e-4, warmup_steps=10, num_steps=10_000,
-                                                weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
-                                                clip_norm=1.0)
-    params = train_state.init_params(model, jax.random.PRNGKey(0), seq_len=seq,
-                                     num_predictions=predictions, mesh=mesh)
-    state = train_state.create_train_state(model, tx, params, mesh=mesh)
-    mask_fn = steps.make_mask_fn(vocab, rate=0.15, max_predictions=predictions, whole_word=False)
-    data = mesh_lib.global_batch(synthetic_batch(batch, seq, VOCAB_SIZE), mesh)
-    rng = jax.random.PRNGKey(1)
-    holder = {"state": state}
-    train = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule, grad_accum_steps=1,
-                                 with_nsp=True, mesh=mesh)
-
-    def full():
-        holder["state"], metrics = train(holder["state"], data, rng)
-        jax.block_until_ready(metrics["loss"])
+    mlm = make_mlm_step(variant, batch, seq, predictions, **overrides)
+    model, mask_fn, train, holder, data, rng = (mlm.model, mlm.mask_fn, mlm.train, mlm.holder,
+                                                mlm.batch, mlm.rng)
+    full = mlm.step
 
     calls = {"step": full}
     if overrides:

@@ -235,11 +235,9 @@ def main(argv=None) -> int:
               f"{os.getloadavg()[0]:.1f} at the end")
     print(header + "\n\n" + table)
     if args.out:
-        command = ".venv/bin/python experiments/bench/startup.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(f"\n### Start-up to the first step: {header}\n\nCommand: `{command}`\n\n"
-                    f"{table}\n")
+        from markdown_out import append_table
+        append_table(args.out, "startup.py", argv,
+                     f"Start-up to the first step: {header}", table)
     return 0
 
 

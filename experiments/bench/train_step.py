@@ -22,10 +22,12 @@ import platform
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -37,6 +39,7 @@ from bertlab.models import BertForPreTraining, variant_config  # noqa: E402
 from bertlab.models.config import flops_per_token  # noqa: E402
 from bertlab.peak_flops import measure_matmul_flops  # noqa: E402
 from bertlab.tokenizer import SPECIAL_TOKENS, vocab_from_tokens  # noqa: E402
+from markdown_out import append_table  # noqa: E402
 
 VOCAB_SIZE = 30522
 
@@ -68,10 +71,23 @@ def time_steps(step, warmup: int, timed: int) -> float:
     return statistics.median(times)
 
 
-def bench_bertlab(variant: str, batch: int, seq: int, predictions: int, dtype: str,
-                  warmup: int, timed: int) -> float:
-    config = variant_config(variant, vocab_size=VOCAB_SIZE, dtype=dtype)
-    vocab = synthetic_vocab()
+class MlmStep(NamedTuple):
+    """Everything one timed bertlab MLM train step needs (profile_step.py times its parts)."""
+    model: BertForPreTraining
+    mask_fn: object
+    train: object
+    holder: dict      # {"state": TrainState}, replaced by every call of step()
+    batch: dict
+    rng: jax.Array
+
+    def step(self) -> None:
+        self.holder["state"], metrics = self.train(self.holder["state"], self.batch, self.rng)
+        jax.block_until_ready(metrics["loss"])
+
+
+def make_mlm_step(variant: str, batch: int, seq: int, predictions: int, **overrides) -> MlmStep:
+    """Our MLM+NSP train step (AdamW, 15 % masking) on a synthetic batch, compiled on first call."""
+    config = variant_config(variant, vocab_size=VOCAB_SIZE, **overrides)
     mesh = mesh_lib.data_mesh()
     model = BertForPreTraining(config, with_nsp=True)
     tx, schedule = optimizer_lib.make_optimizer("adamw", lr=1e-4, warmup_steps=10, num_steps=10_000,
@@ -80,18 +96,19 @@ def bench_bertlab(variant: str, batch: int, seq: int, predictions: int, dtype: s
     params = train_state.init_params(model, jax.random.PRNGKey(0), seq_len=seq,
                                      num_predictions=predictions, mesh=mesh)
     state = train_state.create_train_state(model, tx, params, mesh=mesh)
-    mask_fn = steps.make_mask_fn(vocab, rate=0.15, max_predictions=predictions, whole_word=False)
+    mask_fn = steps.make_mask_fn(synthetic_vocab(), rate=0.15, max_predictions=predictions,
+                                 whole_word=False)
     train = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule, grad_accum_steps=1,
                                  with_nsp=True, mesh=mesh)
-    batch_arrays = mesh_lib.global_batch(synthetic_batch(batch, seq, VOCAB_SIZE), mesh)
-    rng = jax.random.PRNGKey(1)
-    holder = {"state": state}
+    return MlmStep(model, mask_fn, train, {"state": state},
+                   mesh_lib.global_batch(synthetic_batch(batch, seq, VOCAB_SIZE), mesh),
+                   jax.random.PRNGKey(1))
 
-    def step():
-        holder["state"], metrics = train(holder["state"], batch_arrays, rng)
-        jax.block_until_ready(metrics["loss"])
 
-    return batch * seq / time_steps(step, warmup, timed)
+def bench_bertlab(variant: str, batch: int, seq: int, predictions: int, dtype: str,
+                  warmup: int, timed: int) -> float:
+    mlm = make_mlm_step(variant, batch, seq, predictions, dtype=dtype)
+    return batch * seq / time_steps(mlm.step, warmup, timed)
 
 
 def bench_hf_flax(variant: str, batch: int, seq: int, warmup: int, timed: int) -> float | None:
@@ -219,11 +236,9 @@ def main(argv=None) -> int:
     table = "\n".join([header, "|---|---:|---:|---:|---:|---:|---:|"] + rows)
     print("\n" + table)
     if args.out:
-        command = "python experiments/bench/train_step.py " + " ".join(argv or sys.argv[1:])
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(f"\n### MLM train step, seq {args.seq}, batch {args.batch}, {args.dtype}, "
-                    f"AdamW — {machine()}\n\nMatmul peak measured: {peak / 1e9:,.0f} GFLOP/s. "
-                    f"Command: `{command}`\n\n{table}\n")
+        append_table(args.out, "train_step.py", argv,
+                     f"MLM train step, seq {args.seq}, batch {args.batch}, {args.dtype}, AdamW — "
+                     f"{machine()}; matmul peak measured: {peak / 1e9:,.0f} GFLOP/s", table)
     return 0
 
 
