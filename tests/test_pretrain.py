@@ -116,6 +116,7 @@ def test_resume_is_exact(straight, tmp_path, monkeypatch):
     """20 straight == 10 (stop_after) + 5 (SIGTERM) + 5: same losses and params, bit for bit."""
     workdir = tmp_path / "resumed"
     args = prepared_overrides(straight)
+    sigterm_before = signal.getsignal(signal.SIGTERM)  # not always SIG_DFL (nohup, CI runners)
     assert run_cli(workdir, *args, "--config.train.stop_after=10") == 0
     assert ckpt.restore_params(str(workdir))[1]["step"] == 10
 
@@ -124,7 +125,7 @@ def test_resume_is_exact(straight, tmp_path, monkeypatch):
     assert run_cli(workdir, *args) == 0  # SIGTERM: finish the step, save, exit cleanly
     params15, meta15 = ckpt.restore_params(str(workdir))
     assert meta15["step"] == 15
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are given back
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before  # handlers are given back
     monkeypatch.undo()
 
     assert run_cli(workdir, *args) == 0
@@ -183,6 +184,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_
     """A NaN injected into the step's loss from step 3 on (the compiled step is reused, so this
     costs no compilation): the run stops at the next check and keeps checkpoint 2."""
     real_jit_train_step = pretrain.steps.jit_train_step
+    sigint_before = signal.getsignal(signal.SIGINT)  # SIG_IGN under nohup or a background job
 
     def poisoned_jit_train_step(**kwargs):
         step_fn = real_jit_train_step(**kwargs)
@@ -202,7 +204,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(straight, tmp_
     assert "loss became nan within steps [3, 4] (first seen at step 3)" in err
     assert "the last good checkpoint (step 2) is kept" in err
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert signal.getsignal(signal.SIGINT) is sigint_before  # handlers given back
 
 
 @pytest.mark.parametrize("override, message", [
