@@ -187,6 +187,20 @@ def _open_shard(split_dir: str, entry: dict[str, Any]) -> _Shard:
                   nsp=_load_array(shard_file(split_dir, name, "nsp"), "i", n))
 
 
+def rows_by_shard(starts: np.ndarray, indices: np.ndarray, where: str):
+    """Group example `indices` by the shard holding them: yields (shard number, rows of
+    `indices` in it, their positions inside that shard). `starts` (num_shards + 1,) are the
+    cumulative example counts; an index outside [0, starts[-1]) is an IndexError naming `where`."""
+    total = int(starts[-1])
+    if len(indices) and (indices.min() < 0 or indices.max() >= total):
+        bad = indices[(indices < 0) | (indices >= total)][0]
+        raise IndexError(f"example {bad} out of range for {where} ({total} examples)")
+    which_shard = np.searchsorted(starts, indices, side="right") - 1  # (N,)
+    for s in np.unique(which_shard):
+        rows = np.nonzero(which_shard == s)[0]
+        yield s, rows, indices[rows] - starts[s]
+
+
 class ShardedExamples:
     """Random access to the examples of one split, padded to max_seq_length on the way out."""
 
@@ -241,19 +255,13 @@ class ShardedExamples:
         attention_mask (N, T) int32 and nsp_labels (N,) int32."""
         indices = np.asarray(indices, np.int64).reshape(-1)
         n, length = len(indices), self.max_seq_length
-        if n and (indices.min() < 0 or indices.max() >= len(self)):
-            bad = indices[(indices < 0) | (indices >= len(self))][0]
-            raise IndexError(f"example {bad} out of range for {self.split_dir} ({len(self)} examples)")
         token_ids = np.full((n, length), self.pad_id, np.int32)
         segment_ids = np.zeros((n, length), np.int32)
         attention_mask = np.zeros((n, length), np.int32)
         nsp_labels = np.zeros(n, np.int32)
-        which_shard = np.searchsorted(self._starts, indices, side="right") - 1  # (N,)
         columns = np.arange(length)
-        for s in np.unique(which_shard):
-            rows = np.nonzero(which_shard == s)[0]
+        for s, rows, local in rows_by_shard(self._starts, indices, self.split_dir):
             shard = self._shards[s]
-            local = indices[rows] - self._starts[s]
             begin = shard.offsets[local]  # (n_s,)
             size = shard.offsets[local + 1] - begin
             present = columns[None, :] < size[:, None]  # (n_s, T)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertlab.data.shards import DATASET_META_FILE, INDEX_FILE, ShardError
+from bertlab.data.shards import DATASET_META_FILE, INDEX_FILE, ShardError, rows_by_shard
 
 FORMAT = "bertlab-text-shards"
 VERSION = 1
@@ -182,20 +182,14 @@ class TextExamples:
         text_lengths / skip / keep (N, 2) int32, checksums (N, 2) uint32, nsp_labels (N,) int32."""
         indices = np.asarray(indices, np.int64).reshape(-1)
         n, width = len(indices), self.max_bytes
-        if n and (indices.min() < 0 or indices.max() >= len(self)):
-            bad = indices[(indices < 0) | (indices >= len(self))][0]
-            raise IndexError(f"example {bad} out of range for {self.split_dir} ({len(self)} examples)")
         text = np.zeros((n, 2, width), np.uint8)
         lengths = np.zeros((n, 2), np.int32)
         cuts = np.zeros((n, 4), np.int32)
         checks = np.zeros((n, 2), np.uint32)
         nsp = np.zeros(n, np.int32)
-        which_shard = np.searchsorted(self._starts, indices, side="right") - 1  # (N,)
         columns = np.arange(width)
-        for s in np.unique(which_shard):
-            rows = np.nonzero(which_shard == s)[0]
+        for s, rows, local in rows_by_shard(self._starts, indices, self.split_dir):
             shard = self._shards[s]
-            local = indices[rows] - self._starts[s]
             segment = 2 * local[:, None] + np.arange(2)[None, :]           # (n_s, 2)
             begin = shard["offsets"][segment]
             size = shard["offsets"][segment + 1] - begin
