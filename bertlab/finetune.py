@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bertlab.files import write_json
 from bertlab import init_from as init_from_lib
 from bertlab import mesh as mesh_lib
 from bertlab import optimizer as optimizer_lib
@@ -868,8 +869,4 @@ def _format(metrics: dict, spec: TaskSpec) -> str:
 
 
 def _write_json(path: str, value) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, default=init_from_lib.json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, value, default=init_from_lib.json_default)

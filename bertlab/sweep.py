@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bertlab.files import write_json
+
 STUDY_FILE = "sweep.py"
 LOG_FILE = "sweep.log"
 RUN_FILE = "sweep_run.json"
@@ -451,12 +453,6 @@ def _now() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _write_json(path: str, value: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def execute(run: Run, *, echo=None) -> dict:
@@ -518,7 +514,7 @@ def execute(run: Run, *, echo=None) -> dict:
         if interrupted:
             record["interrupted"] = True
         log.write(f"# exit {child.returncode} after {record['seconds']} s\n".encode())
-    _write_json(record_path, record)
+    write_json(record_path, record)
     if interrupted:
         raise KeyboardInterrupt
     return record

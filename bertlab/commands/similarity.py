@@ -15,7 +15,6 @@ can be checked against their published numbers; --out writes the metrics as JSON
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -106,15 +105,13 @@ def score_task(args, backbone) -> dict:
             **correlations(scores, split.labels), "seconds": round(time.time() - started, 2)}
 
 
-def write_json(path: str, value: dict) -> None:
-    """Written whole or not at all: a crash never leaves a half-written metrics file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+def write_metrics(path: str, value: dict) -> None:
+    """Written whole or not at all (a crash never leaves a half-written metrics file), into a
+    directory created if needed."""
+    from bertlab.files import write_json
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json(path, value)
 
 
 def main_task(args) -> int:
@@ -133,7 +130,7 @@ def main_task(args) -> int:
           f"mean-pooled embeddings vs gold: Pearson {metrics['pearson']:.4f}, "
           f"Spearman {metrics['spearman']:.4f} ({metrics['seconds']:.1f} s)")
     if args.out:
-        write_json(args.out, metrics)
+        write_metrics(args.out, metrics)
         print(f"metrics -> {args.out}")
     return 0
 

@@ -64,6 +64,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bertlab.files import write_json
 from bertlab.data.segment_text import DocumentText, document_texts, line_layout, segment_records
 from bertlab.data.shards import DATASET_META_FILE, ShardWriter
 from bertlab.data.text_shards import TEXT_DIR, TextShardWriter, segment_checksum
@@ -308,11 +309,7 @@ def _start_staging(out_dir: str, overwrite: bool) -> tuple[str, bool]:
 
 
 def _write_json_atomically(path: str, value: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, value, indent=1)
 
 
 def _publish(staging: str, out_dir: str, meta: dict) -> None:

@@ -1,0 +1,19 @@
+"""Writing result files so that a crash never leaves half of one behind."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+
+def write_json(path: str, value: Any, *, indent: int = 2,
+               default: Callable[[Any], Any] | None = None) -> None:
+    """JSON written to a temporary file beside `path`, then renamed over it: readers (a resumed
+    run, `bertlab report`) see the old file or the whole new one. The temporary name carries the
+    process id, so processes writing the same path never share one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=indent, default=default)
+        f.write("\n")
+    os.replace(tmp, path)
