@@ -74,17 +74,19 @@ def read_metric(study: sweep_lib.Study, metric: dict, arm: str, seed: int) -> Ce
     if not os.path.exists(done):
         return Cell(missing="unfinished" if os.path.isdir(workdir) else "not run")
     path = os.path.join(workdir, metric["file"])
+    # "{seed}" in a dotted path reaches per-seed records ("per_seed.{seed}.best_epoch")
+    dotted = metric["path"].replace("{seed}", str(seed))
     try:
         with open(path, encoding="utf-8") as f:
-            value = lookup(json.load(f), metric["path"])
+            value = lookup(json.load(f), dotted)
     except OSError:
         return Cell(missing=f"no {metric['file']}")
     except ValueError:
         return Cell(missing=f"{metric['file']} is not JSON")
     except (KeyError, IndexError, TypeError):
-        return Cell(missing=f"no {metric['path']}")
+        return Cell(missing=f"no {dotted}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return Cell(missing=f"{metric['path']} = {value!r}")
+        return Cell(missing=f"{dotted} = {value!r}")
     return Cell(value=float(value) * float(metric.get("scale", 1.0)))
 
 

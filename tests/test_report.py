@@ -140,3 +140,20 @@ def test_extra_columns_print_counts_as_whole_numbers():
     assert fmt_extra(82.0) == "82.00"       # small values keep the metric format
     assert fmt_extra(1060.77) == "1060.77"
     assert fmt_extra(None) == "—"
+
+
+def test_seed_placeholder_in_a_metric_path_reads_that_seeds_record(tmp_path):
+    """A one-seed-per-run fine-tune writes its record under per_seed.<seed>: "{seed}" reaches it."""
+    study_dir = make_study(tmp_path)
+    runs = tmp_path / "runs" / "hand"
+    for seed, epoch in ((0, 2), (1, 3)):
+        write_json(runs / "a" / f"seed_{seed}" / "ft" / "summary.json",
+                   {"eval": {"accuracy": {"median": 0.5}},
+                    "per_seed": {str(seed): {"best_epoch": epoch}}})
+    study = sweep.load_study(str(study_dir))
+    metric = {"stage": "ft", "file": "summary.json", "path": "per_seed.{seed}.best_epoch"}
+    assert report.read_metric(study, metric, "a", 0).value == 2.0
+    assert report.read_metric(study, metric, "a", 1).value == 3.0
+    assert report.read_metric(study, metric, "a", 2).missing == "not run"
+    write_json(runs / "a" / "seed_2" / "ft" / "summary.json", {"per_seed": {"0": {}}})
+    assert report.read_metric(study, metric, "a", 2).missing == "no per_seed.2.best_epoch"
