@@ -63,6 +63,7 @@ from bertlab.tokenizer import Tokenizer, load_vocab, save_vocab
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
 DATA_DIR = "data"
+EVAL_DATA_DIR = "eval_data"          # data.eval_corpus's shards
 FINAL_METRICS_FILE = "final_metrics.json"
 MODEL_SIZE_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 # Model keys that may change on resume: they shape no parameter.
@@ -102,6 +103,10 @@ def check_config(config) -> None:
     data, opt, train = config.data, config.optimizer, config.train
     if not data.prepared and not [p for p in data.corpus.split(",") if p.strip()]:
         raise PretrainConfigError("data.corpus is empty and no data.prepared directory is given")
+    if data.eval_corpus and data.tokenize_on_device:
+        raise PretrainConfigError("data.eval_corpus works with host tokenisation only: the device "
+                                  "tokeniser is compiled for the training shards' text widths; "
+                                  "set data.tokenize_on_device=False or data.eval_corpus=''")
     if not 0.0 < data.mask_rate < 1.0:
         raise PretrainConfigError(f"data.mask_rate={data.mask_rate} must be in (0, 1)")
     if not 1 <= data.max_predictions <= data.max_seq_length:
@@ -137,18 +142,16 @@ def check_config(config) -> None:
 # Inputs: vocabulary and shards, made once per workdir and checked on every start.
 # --------------------------------------------------------------------------------------------
 
-def corpus_paths(data_config) -> list[str]:
-    return [p.strip() for p in data_config.corpus.split(",") if p.strip()]
-
-
-def corpus_files(data_config) -> list[str]:
-    """data.corpus resolved to files; a missing or empty path is an error naming the key."""
+def corpus_files(data_config, key: str = "corpus") -> list[str]:
+    """data.<key> (corpus or eval_corpus) resolved to files; a missing or empty path is an error
+    naming the key."""
     from bertlab.data.text import CorpusError, resolve_corpus
 
+    paths = [p.strip() for p in data_config[key].split(",") if p.strip()]
     try:
-        return resolve_corpus(corpus_paths(data_config))
+        return resolve_corpus(paths)
     except CorpusError as e:
-        raise PretrainConfigError(f"data.corpus={data_config.corpus!r}: {e}") from None
+        raise PretrainConfigError(f"data.{key}={data_config[key]!r}: {e}") from None
 
 
 def prepare_vocab(data_config, workdir: str, *, log=print):
@@ -192,50 +195,84 @@ _DATA_ARGS = ("max_seq_length", "short_seq_prob", "next_sentence", "eval_fractio
               "doc_boundary")
 
 
+def data_args(data_config) -> dict:
+    """create_pretraining_data's arguments for data.corpus. With data.eval_corpus the corpus holds
+    nothing out: evaluation reads the eval corpus instead, so every corpus document is trained on."""
+    args = {key: data_config[key] for key in _DATA_ARGS}
+    if data_config.eval_corpus:
+        args["eval_fraction"] = 0.0
+    return args
+
+
 def prepare_data(data_config, workdir: str, vocab, *, log=print) -> str:
     """The dataset directory: data.prepared, or workdir/data (created on the first start)."""
-    from bertlab.data.pretraining import create_pretraining_data, read_meta, vocab_sha256
-
     dataset = data_config.prepared or os.path.join(workdir, DATA_DIR)
-    meta_path = os.path.join(dataset, "meta.json")
-    if data_config.prepared and not os.path.exists(meta_path):
-        raise PretrainConfigError(f"data.prepared={dataset!r}: no meta.json there; make it with "
-                                  "`bertlab create-data`")
-    if not os.path.exists(meta_path):
+    if data_config.prepared:
+        if not os.path.exists(os.path.join(dataset, "meta.json")):
+            raise PretrainConfigError(f"data.prepared={dataset!r}: no meta.json there; make it "
+                                      "with `bertlab create-data`")
+        return _checked_dataset(dataset, data_config, vocab, data_args(data_config),
+                                keys=("max_seq_length", "next_sentence"), files=None,
+                                remake="set it back")
+    files = corpus_files(data_config)
+    return _made_dataset(dataset, files, data_config, vocab, data_args(data_config), log=log,
+                         corpus_key="data.corpus")
+
+
+def prepare_eval_data(data_config, workdir: str, vocab, *, log=print) -> str:
+    """workdir/eval_data: all of data.eval_corpus as a held-out split, made like the training
+    shards (same length, pairing, seed, document boundaries), so its MLM loss compares."""
+    args = {**data_args(data_config), "eval_fraction": 1.0}
+    files = corpus_files(data_config, "eval_corpus")
+    return _made_dataset(os.path.join(workdir, EVAL_DATA_DIR), files, data_config, vocab, args,
+                         log=log, corpus_key="data.eval_corpus")
+
+
+def _made_dataset(dataset, files, data_config, vocab, args, *, log, corpus_key) -> str:
+    """`dataset`, created from `files` on the first start and checked against them afterwards."""
+    from bertlab.data.pretraining import create_pretraining_data
+
+    if not os.path.exists(os.path.join(dataset, "meta.json")):
         if jax.process_count() > 1:
             raise PretrainConfigError("multi-host runs need data made beforehand on a shared "
                                       "filesystem: set data.prepared and data.vocab")
-        files = corpus_files(data_config)
-        log(f"creating pretraining shards in {dataset} from {len(files)} file(s)")
+        log(f"creating pretraining shards in {dataset} from {len(files)} file(s) of {corpus_key}")
         tokenizer = Tokenizer(vocab, data_config.lower_case)
         create_pretraining_data(files, tokenizer, dataset, overwrite=True,
-                                raw_text=bool(data_config.tokenize_on_device),
-                                **{key: data_config[key] for key in _DATA_ARGS})
+                                raw_text=bool(data_config.tokenize_on_device), **args)
+    return _checked_dataset(dataset, data_config, vocab, args, keys=_DATA_ARGS, files=files,
+                            remake=f"delete {dataset} to remake the data", corpus_key=corpus_key)
+
+
+def _checked_dataset(dataset, data_config, vocab, args, *, keys, files, remake,
+                     corpus_key="data.corpus") -> str:
+    """Refuses a dataset made with another vocabulary, casing, shard settings or corpus files."""
+    from bertlab.data.pretraining import read_meta, vocab_sha256
+
+    meta_path = os.path.join(dataset, "meta.json")
     meta = read_meta(dataset)
     where = f"{meta_path} (made by an earlier start or by create-data)"
     if data_config.tokenize_on_device and not meta.get("raw_text"):
-        remake = ("make it again with `bertlab create-data ... --raw-text`"
-                  if data_config.prepared else f"delete {dataset} to remake it with raw text")
+        how = ("make it again with `bertlab create-data ... --raw-text`"
+               if data_config.prepared else f"delete {dataset} to remake it with raw text")
         raise PretrainConfigError(
             f"data.tokenize_on_device=True needs the raw segment texts, but the dataset "
-            f"{dataset} was made without them (no raw_text in {meta_path}); {remake}")
+            f"{dataset} was made without them (no raw_text in {meta_path}); {how}")
     if meta.get("vocab_sha256") != vocab_sha256(vocab):
         raise PretrainConfigError(f"{where} was made with another vocabulary than {vocab.source}")
     if meta.get("lower_case") is not None and meta["lower_case"] != data_config.lower_case:
         raise PretrainConfigError(f"data.lower_case={data_config.lower_case} but {where} has "
                                   f"lower_case={meta['lower_case']}")
-    keys = ("max_seq_length", "next_sentence") if data_config.prepared else _DATA_ARGS
     made_with = meta.get("args", meta)
     for key in keys:
-        if key in made_with and made_with[key] != data_config[key]:
-            raise PretrainConfigError(
-                f"data.{key}={data_config[key]!r} but {where} has {key}={made_with[key]!r}; "
-                f"set it back, or delete {dataset} to remake the data")
-    if not data_config.prepared:
-        files = corpus_files(data_config)
-        if made_with.get("files") not in (None, files):
-            raise PretrainConfigError(f"data.corpus={data_config.corpus!r} names other files than "
-                                      f"{where}; delete {dataset} to remake the data")
+        if key in made_with and made_with[key] != args[key]:
+            shown = (f"data.{key}={data_config[key]!r}" if args[key] == data_config[key] else
+                     f"{key}={args[key]!r} (data.{key} with data.eval_corpus={data_config.eval_corpus!r})")
+            raise PretrainConfigError(f"{shown} but {where} has {key}={made_with[key]!r}; "
+                                      f"{remake}")
+    if files is not None and made_with.get("files") not in (None, files):
+        raise PretrainConfigError(f"{corpus_key} names other files than {where}; "
+                                  f"delete {dataset} to remake the data")
     return dataset
 
 
@@ -355,7 +392,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         train_examples, eval_examples = open_raw_text(dataset_dir)
     else:
         train_examples = ShardedExamples.open(os.path.join(dataset_dir, "train"))
-        eval_examples = ShardedExamples.open(os.path.join(dataset_dir, "eval"))
+        eval_dir = (prepare_eval_data(data_config, workdir, vocab, log=log)
+                    if data_config.eval_corpus else dataset_dir)
+        eval_examples = ShardedExamples.open(os.path.join(eval_dir, "eval"))
     seq_len, num_predictions = train_examples.max_seq_length, data_config.max_predictions
     if len(train_examples) < data_config.batch_size:
         raise PretrainConfigError(

@@ -244,3 +244,47 @@ def test_config_exposes_every_model_knob(variant):
     assert model.vocab_size == 100
     if variant == "base":
         assert (model.num_layers, model.hidden_size, model.num_heads) == (12, 768, 12)
+
+
+def test_eval_corpus_is_scored_instead_of_a_held_out_share(straight, tmp_path, capsys):
+    """data.eval_corpus: the evaluation reads every document of that file (shards made like the
+    training ones), and the masked tokens it scored are exactly those of its examples."""
+    from bertlab.data.masking import num_predictions_table
+    from bertlab.data.shards import ShardedExamples
+    from bertlab.tokenizer import load_vocab
+
+    rng = random.Random(1)
+    held_out = tmp_path / "test_set.txt"
+    held_out.write_text("\n".join(
+        "\n".join(" ".join(rng.choice(WORDS) for _ in range(9)) + "." for _ in range(2)) + "\n"
+        for _ in range(3)))
+    workdir = tmp_path / "w"
+    assert run_cli(workdir, *prepared_overrides(straight), f"--config.data.eval_corpus={held_out}",
+                   "--config.train.num_steps=4", "--config.train.eval_every=0") == 0
+    meta = json.loads((workdir / "eval_data" / "meta.json").read_text())
+    assert meta["counts"]["eval_documents"] == 3 and meta["counts"]["train_documents"] == 0
+    assert meta["args"]["eval_fraction"] == 1.0 and meta["args"]["files"] == [str(held_out)]
+
+    vocab = load_vocab(str(straight / "vocab.txt"))
+    examples = ShardedExamples.open(str(workdir / "eval_data" / "eval"))
+    batch = examples.take(np.arange(len(examples)))
+    real = (batch["attention_mask"] == 1) & ~np.isin(batch["token_ids"], list(vocab.special_ids))
+    table = num_predictions_table(32, 0.15, 5)            # quick: T=32, rate 0.15, P=5
+    expected = int(sum(table[n] for n in real.sum(axis=1)))
+    final = json.loads((workdir / "final_metrics.json").read_text())
+    assert len(examples) <= 16                             # all fit the 2 eval batches of 8
+    assert final["eval_masked_tokens"] == expected > 0
+
+    # another eval corpus on the next start is refused, naming the key; nothing is deleted
+    other = tmp_path / "other.txt"
+    other.write_text(held_out.read_text())
+    assert run_cli(workdir, *prepared_overrides(straight), f"--config.data.eval_corpus={other}",
+                   "--config.train.num_steps=4") == 2
+    assert "data.eval_corpus names other files than" in capsys.readouterr().err
+    assert (workdir / "eval_data" / "meta.json").exists()
+
+
+def test_eval_corpus_with_device_tokenisation_is_refused(tmp_path, capsys):
+    assert run_cli(tmp_path / "w", "--config.data.eval_corpus=x.txt",
+                   "--config.data.tokenize_on_device=True") == 2
+    assert "data.eval_corpus works with host tokenisation only" in capsys.readouterr().err

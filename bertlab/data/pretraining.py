@@ -349,8 +349,8 @@ def _check_args(max_seq_length, short_seq_prob, eval_fraction, doc_boundary, exa
         raise ValueError(f"max_seq_length must be >= 5 ([CLS] a [SEP] b [SEP]), got {max_seq_length}")
     if not 0.0 <= short_seq_prob <= 1.0:
         raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
-    if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if not 0.0 <= eval_fraction <= 1.0:  # 1: every document held out (an evaluation corpus)
+        raise ValueError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
     if doc_boundary not in DOC_BOUNDARIES:
         raise ValueError(f"doc_boundary must be one of {DOC_BOUNDARIES}, got {doc_boundary!r}")
     if examples_per_shard < 1 or chunk_lines < 1:
@@ -488,9 +488,11 @@ def _write_splits(files, tokenizer, staging, *, max_seq_length, short_seq_prob, 
             bar.set_postfix(examples=sum(w.num_examples for w in writers.values()), refresh=False)
     index = {split: writers[split].close() for split in SPLITS}
     text_index = {split: text_writers[split].close() for split in text_writers}
-    if index["train"]["num_examples"] == 0:
+    wanted = "eval" if eval_fraction == 1.0 else "train"   # 1.0: an evaluation corpus
+    if index[wanted]["num_examples"] == 0:
         where = files[0] if len(files) == 1 else f"{len(files)} corpus files"
-        raise CorpusError(f"{where}: yields zero training examples ({stats.lines} lines, "
+        name = "training" if wanted == "train" else "eval"
+        raise CorpusError(f"{where}: yields zero {name} examples ({stats.lines} lines, "
                           f"{stats.documents} documents, {counts['corpus_tokens']} tokens, "
                           f"{index['eval']['num_examples']} eval examples)")
     return {
