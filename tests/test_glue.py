@@ -141,7 +141,7 @@ def test_every_glue_layout_agrees_with_the_task_table():
 
 def write(tmp_path, task_dir, name, text):
     folder = tmp_path / task_dir
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text, encoding="utf-8")
     return str(folder / name)
 
@@ -239,3 +239,34 @@ def test_real_glue_known_class_counts():
     assert mrpc.texts[0].startswith("He said the foodservice pie business")  # BOM stripped
     _, ax = load("ax", "test", data_dir=glue_data)
     assert len(ax) == 1104
+
+
+def test_sts_benchmark_original_files_have_test_scores(tmp_path):
+    """stsb's sts-* splits read the STS Benchmark's own headerless files, rows of 7 columns or 9
+    (two source attributions appended), the score in the fifth."""
+    write(tmp_path, "STS-B/original", "sts-test.tsv",
+          "main-captions\tMSRvid\t2012test\t0024\t2.500\tA girl is styling her hair.\t"
+          "A girl is brushing her hair.\n"
+          "main-forums\tanswer-answer\t2016\t0008\t3\tIn the US, it depends.\tIt depends.\t"
+          "StackExchange: a\tStackExchange: b\n")
+    spec, test = load("stsb", "sts-test", data_dir=tmp_path)
+    assert spec.num_labels == 1 and test.is_labelled
+    assert test.texts == ["A girl is styling her hair.", "In the US, it depends."]
+    assert test.text_pairs == ["A girl is brushing her hair.", "It depends."]
+    assert test.labels.tolist() == [2.5, 3.0] and test.ids == ["0024", "0008"]
+    write(tmp_path, "STS-B/original", "sts-dev.tsv", "g\tf\t2012\t0001\t4.0\tonly one sentence\n")
+    with pytest.raises(glue.GlueFormatError,
+                       match=r"original/sts-dev\.tsv:1: expected 7 tab-separated columns.*found 6"):
+        load("stsb", "sts-dev", data_dir=tmp_path)
+
+
+def test_real_sts_benchmark_test_is_glue_test_with_scores():
+    glue_data = shared_path("data", "glue_data")
+    _, labelled = load("stsb", "sts-test", data_dir=glue_data)
+    _, glue_test = load("stsb", "test", data_dir=glue_data)
+    assert len(labelled) == 1379 and not glue_test.is_labelled
+    # the same pairs in the same order (GLUE's copy trims a few trailing spaces); the scores are new
+    same = sum(a.strip() == b.strip() and c.strip() == d.strip() for a, b, c, d in
+               zip(labelled.texts, glue_test.texts, labelled.text_pairs, glue_test.text_pairs))
+    assert same == 1379
+    assert labelled.labels[0] == 2.5 and 0.0 <= labelled.labels.min() <= labelled.labels.max() <= 5

@@ -95,7 +95,8 @@ def score_task(args, backbone) -> dict:
                          f"sentence-pair task such as stsb")
     if not split.is_labelled:
         raise ValueError(f"split {args.split!r} of {spec.name} ({split.source}) has no gold "
-                         f"scores; use a labelled split such as dev")
+                         f"scores; use a labelled split such as dev (for stsb also sts-test, the "
+                         f"STS Benchmark's own test file with its scores)")
     started = time.time()
     scores = pair_cosines(backbone, split.texts, split.text_pairs,
                           max_seq_length=args.max_seq_length, batch_size=args.batch_size)

@@ -58,7 +58,10 @@ LAYOUTS: dict[str, GlueLayout] = {
     "sst2": GlueLayout("SST-2", ("sentence",), "label", ("0", "1"), _SPLITS),
     "mrpc": GlueLayout("MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), _SPLITS),
     # STS-B: index genre filename year old_index source1 source2 sentence1 sentence2 score.
-    "stsb": GlueLayout("STS-B", ("sentence1", "sentence2"), "score", None, _SPLITS),
+    # sts-*: the STS Benchmark's own files under original/, whose test file has its gold scores.
+    "stsb": GlueLayout("STS-B", ("sentence1", "sentence2"), "score", None,
+                       {**_SPLITS, "sts-train": "original/sts-train.tsv",
+                        "sts-dev": "original/sts-dev.tsv", "sts-test": "original/sts-test.tsv"}),
     "qqp": GlueLayout("QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), _SPLITS,
                       id_column="id", skip_malformed_rows=True),
     # MNLI: train has label1 + gold_label, dev label1..label5 + gold_label; gold_label is last.
@@ -97,6 +100,8 @@ def load_glue(task: str, data_dir: str, split: str, *, limit: int | None = None)
     """One split of a GLUE task; test files give -1 labels and their `index` ids."""
     layout = _layout(task)
     path = glue_file(task, data_dir, split)
+    if task == "stsb" and split.startswith("sts-"):
+        return read_sts_benchmark(path, limit=limit)
     headerless = layout.headerless_columns is not None and split in ("train", "dev")
     return read_glue_tsv(path, layout, headerless=headerless, limit=limit)
 
@@ -142,6 +147,33 @@ def read_glue_tsv(path: str, layout: GlueLayout, *, headerless: bool = False,
     return Split(texts=texts[0], text_pairs=texts[1] if len(texts) == 2 else None,
                  labels=np.asarray(labels, dtype=dtype), ids=ids if id_at is not None else None,
                  dropped=dropped, source=path)
+
+
+# The STS Benchmark's files (ixa2.si.ehu.eus/stswiki): no header; genre, file, year, id, score,
+# sentence 1, sentence 2, and on some rows two more columns naming the sentences' sources.
+_STS_COLUMNS = ("genre", "filename", "year", "id", "score", "sentence1", "sentence2")
+
+
+def read_sts_benchmark(path: str, *, limit: int | None = None) -> Split:
+    """Rows of sts-{train,dev,test}.tsv. The test file is the one with gold scores (GLUE's
+    test.tsv has none): the split MTEB and sentence-transformers report STS-B figures on."""
+    layout = GlueLayout("STS-B", ("sentence1", "sentence2"), "score", None, {})
+    texts, pairs, labels, ids = [], [], [], []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quotechar=None)
+        for row in rows:
+            if limit is not None and len(labels) >= limit:
+                break
+            if len(row) not in (7, 9):
+                raise GlueFormatError(
+                    f"{path}:{rows.line_num}: expected 7 tab-separated columns "
+                    f"({' | '.join(_STS_COLUMNS)}) or 9 (+ two source columns), found {len(row)}")
+            texts.append(row[5])
+            pairs.append(row[6])
+            labels.append(_parse_label(row[4], layout, path, rows.line_num))
+            ids.append(row[3])
+    return Split(texts=texts, text_pairs=pairs, labels=np.asarray(labels, np.float32), ids=ids,
+                 source=path)
 
 
 def _layout(task: str) -> GlueLayout:
