@@ -28,6 +28,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from peers import add_shape_arguments  # noqa: E402  (no jax inside)
 
 # row name -> (side, options)
 ROWS = {
@@ -61,28 +64,13 @@ def timed_compile(jitted, *args) -> dict:
 
 
 def child_bertlab(variant: str, batch: int, seq: int, predictions: int, opts: dict) -> dict:
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
-    sys.path.insert(0, REPO)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from train_step import VOCAB_SIZE, synthetic_batch, synthetic_vocab
+    from train_step import make_mlm_step
 
-    from bertlab import mesh as mesh_lib, optimizer as optimizer_lib, steps, train_state
-    from bertlab.models import BertForPreTraining, variant_config
-
-    dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0} if opts.get("no_dropout") else {}
-    config = variant_config(variant, vocab_size=VOCAB_SIZE, **dropout)
-    with_nsp = not opts.get("no_nsp")
-    model = BertForPreTraining(config, with_nsp=with_nsp)
-    mesh = mesh_lib.data_mesh()
-    tx, schedule = optimizer_lib.make_optimizer("adamw", lr=1e-4, warmup_steps=10, num_steps=100,
-                                                weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
-                                                clip_norm=1.0)
-    params = train_state.init_params(model, jax.random.PRNGKey(0), seq_len=seq,
-                                     num_predictions=predictions, mesh=mesh)
-    state = train_state.create_train_state(model, tx, params, mesh=mesh)
+    mask_fn = None
     if opts.get("given_mask"):
         positions = jnp.asarray(np.tile(np.arange(1, predictions + 1, dtype=np.int32),
                                         (batch, 1)))  # (B, P)
@@ -92,55 +80,21 @@ def child_bertlab(variant: str, batch: int, seq: int, predictions: int, opts: di
             return {"input_ids": token_ids, "masked_positions": positions,
                     "masked_labels": jnp.take_along_axis(token_ids, positions, axis=1),
                     "masked_weights": jnp.ones(positions.shape, jnp.float32)}
-    else:
-        mask_fn = steps.make_mask_fn(synthetic_vocab(), rate=0.15, max_predictions=predictions,
-                                     whole_word=False)
-    train = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule, grad_accum_steps=1,
-                                 with_nsp=with_nsp, mesh=mesh)
-    data = mesh_lib.global_batch(synthetic_batch(batch, seq, VOCAB_SIZE), mesh)
-    return timed_compile(train, state, data, jax.random.PRNGKey(1))
+    dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0} if opts.get("no_dropout") else {}
+    mlm = make_mlm_step(variant, batch, seq, predictions, mask_fn=mask_fn,
+                        with_nsp=not opts.get("no_nsp"), **dropout)
+    return timed_compile(mlm.train, mlm.holder["state"], mlm.batch, mlm.rng)
 
 
 def child_transformers(variant: str, batch: int, seq: int, predictions: int, opts: dict) -> dict:
-    del predictions
+    del predictions  # the peer scores every labelled position
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-    from transformers import BertConfig, FlaxBertForMaskedLM
 
-    sys.path.insert(0, REPO)
-    from bertlab.models.config import VARIANTS
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peers import flax_mlm_step
 
-    size = VARIANTS[variant]
-    drop = 0.0 if opts.get("no_dropout") else 0.1
-    hf_config = BertConfig(vocab_size=30522, hidden_size=size["hidden_size"],
-                           num_hidden_layers=size["num_layers"],
-                           num_attention_heads=size["num_heads"],
-                           intermediate_size=size["intermediate_size"],
-                           hidden_dropout_prob=drop, attention_probs_dropout_prob=drop)
-    model = FlaxBertForMaskedLM(hf_config, seed=0, input_shape=(1, seq))
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(1e-4, eps=1e-6, weight_decay=0.01))
-    params = model.params
-    opt_state = tx.init(params)
-    rng = np.random.default_rng(0)
-    ids = jnp.asarray(rng.integers(5, 30522, (batch, seq), dtype=np.int32))
-    labels = jnp.where(jnp.asarray(rng.random((batch, seq)) < 0.15), ids, -100)
-    mask = jnp.ones((batch, seq), jnp.int32)
-
-    def step(params, opt_state, dropout_rng):
-        def loss_fn(p):
-            logits = model(ids, mask, jnp.zeros_like(ids), params=p, dropout_rng=dropout_rng,
-                           train=True).logits
-            weight = labels >= 0
-            logp = jax.nn.log_softmax(logits)
-            nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], -1)[..., 0]
-            return jnp.sum(nll * weight) / jnp.maximum(weight.sum(), 1)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    step, params, opt_state = flax_mlm_step(variant, batch, seq, 30522,
+                                            dropout=0.0 if opts.get("no_dropout") else 0.1)
     return timed_compile(jax.jit(step, donate_argnums=(0, 1)), params, opt_state,
                          jax.random.PRNGKey(1))
 
@@ -161,10 +115,7 @@ def run_row(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="tiny")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--predictions", type=int, default=20)
+    add_shape_arguments(parser)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", choices=sorted(ROWS), help=argparse.SUPPRESS)
     parser.add_argument("--out", default="")

@@ -28,6 +28,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from peers import add_shape_arguments  # noqa: E402  (no jax inside)
 DEFAULT_VOCAB = os.path.join(REPO, "..", "shared", "data", "vocab", "bert-base-uncased-vocab.txt")
 PHASES = ("interpreter", "imports", "init", "compile", "first step")
 
@@ -81,47 +84,20 @@ def child_bertlab(variant: str, batch: int, seq: int, predictions: int, vocab_pa
 
 
 def child_hf_flax(variant: str, batch: int, seq: int, predictions: int, vocab_path: str) -> dict:
+    del predictions  # the peer scores every labelled position
     marks = {"interpreter": time.time()}
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-    from transformers import BertConfig, FlaxBertForMaskedLM
+    import optax  # noqa: F401
+    import transformers  # noqa: F401
     marks["imports"] = time.time()
 
-    sys.path.insert(0, REPO)
-    from bertlab.models.config import VARIANTS  # no jax inside: sizes only
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peers import flax_mlm_step
 
     with open(vocab_path, encoding="utf-8") as f:
         vocab_size = sum(1 for _ in f)
-    size = VARIANTS[variant]
-    hf_config = BertConfig(vocab_size=vocab_size, hidden_size=size["hidden_size"],
-                           num_hidden_layers=size["num_layers"],
-                           num_attention_heads=size["num_heads"],
-                           intermediate_size=size["intermediate_size"])
-    model = FlaxBertForMaskedLM(hf_config, seed=0, input_shape=(1, seq))
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, eps=1e-6, weight_decay=0.01))
-    params = model.params
-    opt_state = tx.init(params)
-    jax.block_until_ready(opt_state)
+    step, params, opt_state = flax_mlm_step(variant, batch, seq, vocab_size)
     marks["init"] = time.time()
-
-    rng = np.random.default_rng(0)
-    ids = jnp.asarray(rng.integers(5, vocab_size, (batch, seq), dtype=np.int32))
-    labels = jnp.where(jnp.asarray(rng.random((batch, seq)) < 0.15), ids, -100)
-    mask = jnp.ones((batch, seq), jnp.int32)
-
-    def step(params, opt_state, dropout_rng):
-        def loss_fn(p):
-            logits = model(ids, mask, jnp.zeros_like(ids), params=p, dropout_rng=dropout_rng,
-                           train=True).logits
-            weight = labels >= 0
-            logp = jax.nn.log_softmax(logits)
-            nll = -jnp.take_along_axis(logp, jnp.maximum(labels, 0)[..., None], -1)[..., 0]
-            return jnp.sum(nll * weight) / jnp.maximum(weight.sum(), 1)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
 
     compiled = jax.jit(step).lower(params, opt_state, jax.random.PRNGKey(1)).compile()
     marks["compile"] = time.time()
@@ -188,10 +164,7 @@ def prepare_dataset(args) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="tiny")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--predictions", type=int, default=20)
+    add_shape_arguments(parser)
     parser.add_argument("--vocab", default=DEFAULT_VOCAB)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scratch", default="/tmp/bench")

@@ -85,21 +85,23 @@ class MlmStep(NamedTuple):
         jax.block_until_ready(metrics["loss"])
 
 
-def make_mlm_step(variant: str, batch: int, seq: int, predictions: int, **overrides) -> MlmStep:
-    """Our MLM+NSP train step (AdamW, 15 % masking) on a synthetic batch, compiled on first call."""
+def make_mlm_step(variant: str, batch: int, seq: int, predictions: int, *, mask_fn=None,
+                  with_nsp: bool = True, **overrides) -> MlmStep:
+    """Our MLM+NSP train step (AdamW, 15 % masking) on a synthetic batch, compiled on first call.
+    mask_fn replaces the on-device masking; overrides go to the model config."""
     config = variant_config(variant, vocab_size=VOCAB_SIZE, **overrides)
     mesh = mesh_lib.data_mesh()
-    model = BertForPreTraining(config, with_nsp=True)
+    model = BertForPreTraining(config, with_nsp=with_nsp)
     tx, schedule = optimizer_lib.make_optimizer("adamw", lr=1e-4, warmup_steps=10, num_steps=10_000,
                                                 weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
                                                 clip_norm=1.0)
     params = train_state.init_params(model, jax.random.PRNGKey(0), seq_len=seq,
                                      num_predictions=predictions, mesh=mesh)
     state = train_state.create_train_state(model, tx, params, mesh=mesh)
-    mask_fn = steps.make_mask_fn(synthetic_vocab(), rate=0.15, max_predictions=predictions,
-                                 whole_word=False)
+    mask_fn = mask_fn or steps.make_mask_fn(synthetic_vocab(), rate=0.15,
+                                            max_predictions=predictions, whole_word=False)
     train = steps.jit_train_step(mask_fn=mask_fn, schedule=schedule, grad_accum_steps=1,
-                                 with_nsp=True, mesh=mesh)
+                                 with_nsp=with_nsp, mesh=mesh)
     return MlmStep(model, mask_fn, train, {"state": state},
                    mesh_lib.global_batch(synthetic_batch(batch, seq, VOCAB_SIZE), mesh),
                    jax.random.PRNGKey(1))
