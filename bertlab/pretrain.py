@@ -30,7 +30,9 @@ Workdir layout:
     metrics.jsonl       one JSON object per log / eval step
     tensorboard/        the same scalars as TensorBoard events
     loss.png            train and eval loss against step
-    final_metrics.json  what train_and_evaluate returned
+    final_metrics.json  what train_and_evaluate returned, once the run reached train.num_steps
+                        or train.stop_after; a signal (preemption) leaves none behind, so a
+                        sweep or scheduler sees the stage as unfinished and reruns it to resume
 """
 
 from __future__ import annotations
@@ -477,6 +479,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f"{peak / 1e9:,.0f} GFLOP/s each")
 
     start_step = int(jax.device_get(state.step))
+    final_path = os.path.join(workdir, FINAL_METRICS_FILE)
+    if is_main and start_step < train_config.num_steps and os.path.exists(final_path):
+        os.remove(final_path)  # it described an earlier stop; this start trains further
     num_steps = train_config.num_steps
     writer = MetricWriter(workdir, total_steps=num_steps, initial_step=start_step, enabled=is_main)
     stop = StopRequest().install()
@@ -597,8 +602,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     final = {"step": step, "stopped_by": stopped_by, "num_params": count_params(state.params)}
     final.update({name: value for name, value in last_train.items()})
     final.update({f"eval_{name}": value for name, value in last_eval.items()})
-    if is_main:
-        with open(os.path.join(workdir, FINAL_METRICS_FILE), "w", encoding="utf-8") as f:
+    if is_main and not stop.signal_name:
+        with open(final_path, "w", encoding="utf-8") as f:
             json.dump(final, f, indent=2)
             f.write("\n")
     return final

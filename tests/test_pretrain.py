@@ -119,6 +119,9 @@ def test_resume_is_exact(straight, tmp_path, monkeypatch):
     sigterm_before = signal.getsignal(signal.SIGTERM)  # not always SIG_DFL (nohup, CI runners)
     assert run_cli(workdir, *args, "--config.train.stop_after=10") == 0
     assert ckpt.restore_params(str(workdir))[1]["step"] == 10
+    # a deliberate stop_after is a finished stage (its final metrics say so) ...
+    assert json.loads((workdir / "final_metrics.json").read_text())["stopped_by"] == \
+        "train.stop_after=10"
 
     monkeypatch.setattr(SigtermAt, "STEP", 15)
     monkeypatch.setattr(pretrain, "MetricWriter", SigtermAt)
@@ -126,6 +129,9 @@ def test_resume_is_exact(straight, tmp_path, monkeypatch):
     params15, meta15 = ckpt.restore_params(str(workdir))
     assert meta15["step"] == 15
     assert signal.getsignal(signal.SIGTERM) is sigterm_before  # handlers are given back
+    # ... a preemption is not: no final metrics (the step-10 ones went when training went on),
+    # so a sweep sees the stage unfinished and reruns it
+    assert not (workdir / "final_metrics.json").exists()
     monkeypatch.undo()
 
     assert run_cli(workdir, *args) == 0
