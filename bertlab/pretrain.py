@@ -269,7 +269,8 @@ def _checked_dataset(dataset, data_config, vocab, args, *, keys, files, remake,
     for key in keys:
         if key in made_with and made_with[key] != args[key]:
             shown = (f"data.{key}={data_config[key]!r}" if args[key] == data_config[key] else
-                     f"{key}={args[key]!r} (data.{key} with data.eval_corpus={data_config.eval_corpus!r})")
+                     f"{key}={args[key]!r} (data.{key} under data.eval_corpus="
+                     f"{data_config.eval_corpus!r})")
             raise PretrainConfigError(f"{shown} but {where} has {key}={made_with[key]!r}; "
                                       f"{remake}")
     if files is not None and made_with.get("files") not in (None, files):
