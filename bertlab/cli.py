@@ -23,6 +23,10 @@ COMMANDS = {
 }
 
 
+# Commands that compile jitted steps: they keep compiled programs on disk (bertlab.compile_cache).
+COMPILING_COMMANDS = {"pretrain", "finetune", "evaluate", "predict", "embed", "similarity"}
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: bertlab <command> [options]   (bertlab <command> --help for its options)", "",
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bertlab: command {name!r} is not available in this version", file=sys.stderr)
             return 2
         raise
+    if name in COMPILING_COMMANDS:
+        from bertlab import compile_cache
+        compile_cache.enable()
     return int(module.main(rest) or 0)
 
 

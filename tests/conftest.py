@@ -8,6 +8,11 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("BERTLAB_SHARED", REPO.parent / "shared"))
 
+# The `bertlab` command keeps compiled programs in ~/.cache/bertlab/xla; tests stay hermetic
+# (tests/test_compile_cache.py turns it on in a temporary directory, and the
+# module_compilation_cache fixture below gives a module its own).
+os.environ["BERTLAB_COMPILATION_CACHE"] = "off"
+
 
 def shared_path(*parts: str) -> pathlib.Path:
     """A path under ../shared, or skip the calling test when it is not there."""
