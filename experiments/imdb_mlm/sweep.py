@@ -37,6 +37,14 @@ Metric: `eval_mlm_accuracy` of `final_metrics.json`, the masked-token accuracy o
 reviews after the last update; the held-out MLM loss and the number of masked tokens scored are
 extra columns, and the per-epoch evaluations are in the run's `metrics.jsonl` (quoted below).
 The guide's per-epoch wall times were 13-22 s on a GPU; ours is the wall time column (2 CPU cores).
+
+Outcome: **the guide's number is reached.** After the 3 epochs the masked-token accuracy on the
+25,000 test reviews is 20.22 % (MLM loss 5.60, 1,289,373 masked tokens scored), against the
+issue's 18.4 % and the 14.2 % of the guide's current rendering; the masked accuracy on the
+training batches was 18.4 % over the last 50 updates. One seed. The run took 1 h 58 min on the
+2 CPU cores (3,300 tokens/s, MFU 24 %; other jobs of ours shared the machine for about a third
+of it, and scoring the test reviews took about 10 minutes). It was preempted once on purpose
+(SIGTERM at step 201, to change the evaluation schedule) and resumed from its checkpoint.
 """
 
 VOCAB = "{shared}/data/vocab/bert-base-uncased-vocab.txt"
