@@ -41,6 +41,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -493,11 +494,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     stopped_by = None
 
     def evaluate(step: int) -> dict[str, float]:
+        from tqdm import tqdm
+
         sums = None
-        for index, local in enumerate(eval_batches(eval_examples, micro_batch,
-                                                   train_config.eval_batches,
-                                                   process_index=jax.process_index(),
-                                                   process_count=jax.process_count())):
+        count = min(train_config.eval_batches, math.ceil(len(eval_examples) / micro_batch))
+        batches = eval_batches(eval_examples, micro_batch, train_config.eval_batches,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+        # a long held-out set (a whole test split) takes minutes: show it moving, then vanish
+        batches = tqdm(batches, total=count, desc=f"evaluating step {step}", unit="batch",
+                       leave=False, file=sys.stderr, disable=not is_main or count < 20)
+        for index, local in enumerate(batches):
             batch = mesh_lib.global_batch(local, mesh)
             if tokenize is not None:
                 batch, wrong = tokenize(batch)
