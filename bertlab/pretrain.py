@@ -37,7 +37,6 @@ Workdir layout:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -56,6 +55,7 @@ from bertlab import steps, train_state
 from bertlab.checkpoints import state as checkpoints
 from bertlab.data.iterator import BatchIterator
 from bertlab.data.shards import ShardedExamples
+from bertlab.files import write_json
 from bertlab.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.models import BertForPreTraining
 from bertlab.models.config import (VARIANTS, BertConfig, ConfigError, config_from_dict,
@@ -307,11 +307,16 @@ def device_tokenizer(vocab, lower_case: bool, examples, mesh):
     return lambda raw: fn(tables, raw)
 
 
+def eval_batch_count(examples, batch_size: int, max_batches: int) -> int:
+    """min(max_batches, ceil(N / batch_size)): how many batches eval_batches yields."""
+    return min(max_batches, math.ceil(len(examples) / batch_size))
+
+
 def eval_batches(examples: ShardedExamples, batch_size: int, max_batches: int, *,
                  process_index: int = 0, process_count: int = 1):
-    """The first min(max_batches, ceil(N / batch_size)) batches of the held-out split, in order,
-    with `example_weights` 0 on the rows that pad the last one; this process's rows only."""
-    count = min(max_batches, math.ceil(len(examples) / batch_size))
+    """The first eval_batch_count(...) batches of the held-out split, in order, with
+    `example_weights` 0 on the rows that pad the last one; this process's rows only."""
+    count = eval_batch_count(examples, batch_size, max_batches)
     per_process = batch_size // process_count
     for b in range(count):
         rows = np.arange(b * batch_size, (b + 1) * batch_size)  # (B,) global rows
@@ -448,9 +453,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = train_state.create_train_state(model, tx, params, mesh=mesh)
         data_state = {"epoch": 0, "position": 0}
     if is_main:
-        with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config.to_dict(), f, indent=2)
-            f.write("\n")
+        write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
 
     iterator = BatchIterator.from_state(train_examples, data_config.batch_size, data_config.seed,
                                         data_state, process_index=jax.process_index(),
@@ -497,7 +500,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         from tqdm import tqdm
 
         sums = None
-        count = min(train_config.eval_batches, math.ceil(len(eval_examples) / micro_batch))
+        count = eval_batch_count(eval_examples, micro_batch, train_config.eval_batches)
         batches = eval_batches(eval_examples, micro_batch, train_config.eval_batches,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
@@ -610,10 +613,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     final = {"step": step, "stopped_by": stopped_by, "num_params": count_params(state.params)}
     final.update({name: value for name, value in last_train.items()})
     final.update({f"eval_{name}": value for name, value in last_eval.items()})
-    if is_main and not stop.signal_name:
-        with open(final_path, "w", encoding="utf-8") as f:
-            json.dump(final, f, indent=2)
-            f.write("\n")
+    if is_main and not stop.signal_name:  # the sweep's done file: written whole or not at all
+        write_json(final_path, final)
     return final
 
 

@@ -330,10 +330,10 @@ def test_crash_before_meta_json_invalidates_the_dataset(tmp_path, tokenizer, mon
     corpus = write_corpus(tmp_path / "corpus.txt", make_docs([[2, 2]] * 10))
     out = tmp_path / "data"
 
-    def crash(path, value):
+    def crash(path, value, **options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pt, "_write_json_atomically", crash)
+    monkeypatch.setattr(pt, "write_json", crash)  # the meta.json write, the last step
     with pytest.raises(KeyboardInterrupt):
         create_pretraining_data([corpus], tokenizer, str(out), progress=False)
     assert not (out / "meta.json").exists()

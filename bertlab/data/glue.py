@@ -157,7 +157,7 @@ _STS_COLUMNS = ("genre", "filename", "year", "id", "score", "sentence1", "senten
 def read_sts_benchmark(path: str, *, limit: int | None = None) -> Split:
     """Rows of sts-{train,dev,test}.tsv. The test file is the one with gold scores (GLUE's
     test.tsv has none): the split MTEB and sentence-transformers report STS-B figures on."""
-    layout = GlueLayout("STS-B", ("sentence1", "sentence2"), "score", None, {})
+    layout = LAYOUTS["stsb"]  # its score column's name and range, for the error messages
     texts, pairs, labels, ids = [], [], [], []
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quotechar=None)

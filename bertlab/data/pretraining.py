@@ -308,10 +308,6 @@ def _start_staging(out_dir: str, overwrite: bool) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix=".incomplete-", dir=out_dir), created
 
 
-def _write_json_atomically(path: str, value: dict) -> None:
-    write_json(path, value, indent=1)
-
-
 def _publish(staging: str, out_dir: str, meta: dict) -> None:
     """Moves the finished splits into out_dir, then writes meta.json: the dataset is valid only
     from that last rename on, and an older dataset is invalidated (its meta.json removed) first."""
@@ -325,7 +321,7 @@ def _publish(staging: str, out_dir: str, meta: dict) -> None:
             os.makedirs(replaced, exist_ok=True)
             os.rename(target, os.path.join(replaced, split))
         os.rename(os.path.join(staging, split), target)
-    _write_json_atomically(meta_path, meta)
+    write_json(meta_path, meta, indent=1)
     shutil.rmtree(staging, ignore_errors=True)
 
 
