@@ -23,7 +23,7 @@ COMMANDS = {
 }
 
 
-# Commands that compile jitted steps: they keep compiled programs on disk (bertlab.compile_cache).
+# Commands that compile jitted steps: they keep compiled programs on disk (bertlab.train.compile_cache).
 COMPILING_COMMANDS = {"pretrain", "finetune", "evaluate", "predict", "embed", "similarity"}
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     if name in COMPILING_COMMANDS:
-        from bertlab import compile_cache
+        from bertlab.train import compile_cache
         compile_cache.enable()
     return int(module.main(rest) or 0)
 

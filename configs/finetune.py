@@ -39,7 +39,7 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
 Then: `bertlab evaluate --workdir DIR [--split test]` and `bertlab predict --workdir DIR [FILE]`.
 
 Arguments (comma-separated key=value; a bare word is the task):
-  task     a task of bertlab.data.tasks (GLUE names, snli, multinli, imdb, rotten_tomatoes) or
+  task     a task of bertlab.data.tasks.registry (GLUE names, snli, multinli, imdb, rotten_tomatoes) or
            csv | tsv | jsonl for your own table (columns mapped by the `table` group).
   recipe   default  the per-task row of RECIPES below;
            adam     plain Adam at a constant lr 5e-5, no warm-up, 1 epoch (the tutorials' baseline,
@@ -129,7 +129,7 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     # --- what to learn, and from which data
-    config.task = task                   # a bertlab.data.tasks name, or csv | tsv | jsonl
+    config.task = task                   # a bertlab.data.tasks.registry name, or csv | tsv | jsonl
     config.data_dir = ""                 # where the task's files are ("" = rotten_tomatoes' embedded copy)
     config.train_split = "train"         # split trained on
     config.eval_split = eval_split       # split scored every epoch; picks the best epoch

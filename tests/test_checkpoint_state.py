@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab import optimizer
-from bertlab.checkpoints import state as ckpt
+from bertlab.train import optimizer
+from bertlab.checkpoints import training_state as ckpt
 
 
 def dummy_state():

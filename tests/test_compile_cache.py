@@ -6,7 +6,8 @@ import os
 import jax
 import pytest
 
-from bertlab import cli, compile_cache
+from bertlab import cli
+from bertlab.train import compile_cache
 
 
 @pytest.fixture

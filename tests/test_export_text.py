@@ -2,7 +2,7 @@
 
 from bertlab import cli
 from bertlab.commands.export_text import document_lines, one_line
-from bertlab.data.text import iter_documents, resolve_corpus
+from bertlab.data.pretraining.corpus import iter_documents, resolve_corpus
 
 
 def _imdb_folder(root):

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from bertlab import fast_tokenizer as fast
-from bertlab import tokenizer as tk
-from bertlab.data.text import default_corpus_files, iter_lines
-from bertlab.fast_tokenizer import encode_batch_fast, needs_pure_path
-from bertlab.tokenizer import SPECIAL_TOKENS, Tokenizer, load_vocab, vocab_from_tokens
+from bertlab.text import fast
+from bertlab.text import tokenizer as tk
+from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
+from bertlab.text.fast import encode_batch_fast, needs_pure_path
+from bertlab.text.tokenizer import SPECIAL_TOKENS, Tokenizer, load_vocab, vocab_from_tokens
 
 TINY = [*SPECIAL_TOKENS, "the", "a", "##b", "x", "##x", "!", ".", "[", "]", "mask", "中", "e",
         "##s", "cafe", "café", "hello", "world", "ab", "##c"]

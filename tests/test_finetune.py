@@ -18,15 +18,17 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab import finetune, init_from, steps
+from bertlab.train import finetune
+from bertlab.checkpoints import init_from
+from bertlab.train import steps
 from bertlab.commands import evaluate as evaluate_cmd
-from bertlab.data.tasks import TASKS
+from bertlab.data.tasks.registry import TASKS
 from bertlab.commands import finetune as finetune_cmd
 from bertlab.commands import predict as predict_cmd
 from bertlab.models import BertForSequenceClassification, variant_config
-from bertlab.train_state import create_train_state
-from bertlab.mesh import data_mesh, replicate
-from bertlab.pretrain import NonFiniteLossError
+from bertlab.train.state import create_train_state
+from bertlab.train.mesh import data_mesh, replicate
+from bertlab.train.pretrain import NonFiniteLossError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "configs"))

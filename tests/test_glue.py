@@ -6,8 +6,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from bertlab.data import glue
-from bertlab.data.tasks import NLI_LABELS, TASKS, load_task
+from bertlab.data.tasks.registry import glue
+from bertlab.data.tasks.registry import NLI_LABELS, TASKS, load_task
 from conftest import shared_path
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "glue_data"

@@ -17,18 +17,20 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab import finetune, init_from, steps
-from bertlab.checkpoints import state as ckpt
+from bertlab.train import finetune
+from bertlab.checkpoints import init_from
+from bertlab.train import steps
+from bertlab.checkpoints import training_state as ckpt
 from bertlab.commands import embed as embed_cmd
 from bertlab.commands import evaluate as evaluate_cmd
 from bertlab.commands import predict as predict_cmd
 from bertlab.commands import similarity as similarity_cmd
-from bertlab.data.tasks import TASKS
-from bertlab.mesh import data_mesh
+from bertlab.data.tasks.registry import TASKS
+from bertlab.train.mesh import data_mesh
 from bertlab.models import BertForPreTraining, BertForSequenceClassification, variant_config
 from bertlab.models.config import config_to_dict
-from bertlab.tokenizer import SPECIAL_TOKENS, Tokenizer
-from bertlab.train_state import create_train_state
+from bertlab.text.tokenizer import SPECIAL_TOKENS, Tokenizer
+from bertlab.train.state import create_train_state
 
 from conftest import shared_path
 

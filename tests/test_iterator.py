@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from bertlab.data.iterator import BatchIterator, epoch_permutation
-from bertlab.data.shards import ShardedExamples, ShardError, ShardWriter
+from bertlab.data.pretraining.iterator import BatchIterator, epoch_permutation
+from bertlab.data.pretraining.shards import ShardedExamples, ShardError, ShardWriter
 
 T = 12
 

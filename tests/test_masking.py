@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertlab.data.masking import (continuation_table, mask_tokens, num_predictions_table,
+from bertlab.data.pretraining.masking import (continuation_table, mask_tokens, num_predictions_table,
                                   random_non_special_ids)
-from bertlab.tokenizer import vocab_from_tokens
+from bertlab.text.tokenizer import vocab_from_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from bertlab import metrics
-from bertlab.data.tasks import TASKS
+from bertlab.data.tasks.registry import metrics
+from bertlab.data.tasks.registry import TASKS
 
 # preds vs labels: TP at 0 and 3, FP at 1, TN at 2, FN at 4.
 PREDS = [1, 1, 0, 1, 0]

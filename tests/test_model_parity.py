@@ -162,7 +162,7 @@ UNRELATED = "The stock market fell sharply on Tuesday."
 
 def minilm_batch(directory):
     """Tokenised by our tokenizer; [CLS] a [SEP] and [CLS] a [SEP] b [SEP] rows, right-padded."""
-    from bertlab.tokenizer import Tokenizer, load_vocab
+    from bertlab.text.tokenizer import Tokenizer, load_vocab
 
     vocab = load_vocab(directory / "vocab.txt")
     tokenizer = Tokenizer(vocab, lower_case=True)

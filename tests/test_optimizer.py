@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab import optimizer
+from bertlab.train import optimizer
 
 PARAMS = {
     "bert": {

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from bertlab import cli, pretrain
-from bertlab.checkpoints import state as ckpt
-from bertlab.metric_writer import MetricWriter, read_metrics
+from bertlab import cli
+from bertlab.train import pretrain
+from bertlab.checkpoints import training_state as ckpt
+from bertlab.train.metric_writer import MetricWriter, read_metrics
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = "configs/pretrain.py:quick"
@@ -255,9 +256,9 @@ def test_config_exposes_every_model_knob(variant):
 def test_eval_corpus_is_scored_instead_of_a_held_out_share(straight, tmp_path, capsys):
     """data.eval_corpus: the evaluation reads every document of that file (shards made like the
     training ones), and the masked tokens it scored are exactly those of its examples."""
-    from bertlab.data.masking import num_predictions_table
-    from bertlab.data.shards import ShardedExamples
-    from bertlab.tokenizer import load_vocab
+    from bertlab.data.pretraining.masking import num_predictions_table
+    from bertlab.data.pretraining.shards import ShardedExamples
+    from bertlab.text.tokenizer import load_vocab
 
     rng = random.Random(1)
     held_out = tmp_path / "test_set.txt"

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from bertlab.commands import create_data as cli
-from bertlab.data import pretraining as pt
-from bertlab.data.pretraining import (Document, DocumentReservoir, create_pretraining_data,
+from bertlab.data.pretraining.create import create as pt
+from bertlab.data.pretraining.create import (Document, DocumentReservoir, create_pretraining_data,
                                       document_chunks, document_pairs, pack_pairs, truncate_pair,
                                       truncation_cuts)
-from bertlab.data.shards import ShardedExamples, ShardError
-from bertlab.data.text import CorpusError
-from bertlab.tokenizer import Tokenizer, load_vocab, vocab_from_tokens
+from bertlab.data.pretraining.shards import ShardedExamples, ShardError
+from bertlab.data.pretraining.corpus import CorpusError
+from bertlab.text.tokenizer import Tokenizer, load_vocab, vocab_from_tokens
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 WORDS = 3000
@@ -391,7 +391,7 @@ def test_cli_end_to_end(tmp_path, tokenizer, capsys):
 
 
 def test_real_vocab_on_sotu_speeches(tmp_path, uncased_vocab_path):
-    from bertlab.data.text import default_corpus_files
+    from bertlab.data.pretraining.corpus import default_corpus_files
     try:
         files = default_corpus_files()[:2]
     except CorpusError:

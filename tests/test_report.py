@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from bertlab import report, sweep
+from bertlab.lab import report
+from bertlab.lab import sweep
 from bertlab.commands import report as report_cmd
 
 SPEC = {
@@ -134,7 +135,7 @@ def test_lookup_dotted_paths_and_list_indices():
 
 
 def test_extra_columns_print_counts_as_whole_numbers():
-    from bertlab.report import fmt_extra
+    from bertlab.lab.report import fmt_extra
     assert fmt_extra(25793.0) == "25,793"
     assert fmt_extra(250.0) == "250"
     assert fmt_extra(82.0) == "82.00"       # small values keep the metric format

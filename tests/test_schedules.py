@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bertlab import schedules
+from bertlab.train import schedules
 
 PEAK, W, T = 1e-3, 10, 100
 
@@ -53,7 +53,7 @@ def test_bad_arguments(args, match):
 
 
 def test_constant_warms_up_then_holds_the_peak():
-    from bertlab import schedules
+    from bertlab.train import schedules
     schedule = schedules.constant(2e-3, warmup_steps=4, num_steps=10)
     values = [float(schedule(step)) for step in (0, 1, 2, 4, 9, 1000)]
     np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 2e-3, 2e-3, 2e-3], rtol=1e-6)
@@ -64,7 +64,7 @@ def test_constant_warms_up_then_holds_the_peak():
 def test_adam_optimizer_is_constant_rate_and_decays_only_when_asked():
     import jax.numpy as jnp
     import optax
-    from bertlab import optimizer
+    from bertlab.train import optimizer
     params = {"dense": {"kernel": jnp.ones((2,)), "bias": jnp.ones((2,))}}
     grads = {"dense": {"kernel": jnp.full((2,), 0.5), "bias": jnp.full((2,), -0.5)}}
     common = dict(lr=0.1, warmup_steps=0, num_steps=5, b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0)

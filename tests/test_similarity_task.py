@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from bertlab import init_from
+from bertlab.checkpoints import init_from
 from bertlab.commands import similarity as similarity_cmd
 
 from conftest import shared_path

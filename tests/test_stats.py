@@ -1,11 +1,11 @@
-"""bertlab.stats against values worked out by hand."""
+"""bertlab.lab.stats against values worked out by hand."""
 
 import math
 
 import numpy as np
 import pytest
 
-from bertlab import stats
+from bertlab.lab import stats
 
 
 def test_median_mean_sample_std():

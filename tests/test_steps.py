@@ -5,10 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertlab import losses, optimizer, steps, train_state
-from bertlab.mesh import data_mesh, global_batch, replicate
+from bertlab.train import losses
+from bertlab.train import optimizer
+from bertlab.train import steps
+from bertlab.train import state as train_state
+from bertlab.train.mesh import data_mesh, global_batch, replicate
 from bertlab.models import BertForPreTraining, BertConfig
-from bertlab.tokenizer import vocab_from_tokens
+from bertlab.text.tokenizer import vocab_from_tokens
 
 B, T, P = 8, 16, 4
 TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]

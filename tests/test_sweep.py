@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertlab import sweep
+from bertlab.lab import sweep
 from bertlab.commands import sweep as sweep_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

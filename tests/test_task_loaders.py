@@ -16,8 +16,10 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from bertlab.data import nli, rotten_tomatoes, table
-from bertlab.data.tasks import TASKS, Split, load_task, select
+from bertlab.data.tasks.registry import nli
+from bertlab.data.tasks.registry import rotten_tomatoes
+from bertlab.data.tasks.registry import table
+from bertlab.data.tasks.registry import TASKS, Split, load_task, select
 from conftest import shared_path
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -415,8 +417,8 @@ def test_task_table_lists_every_loader():
 
 
 def test_loaders_and_metrics_import_no_heavy_framework():
-    code = ("import sys, bertlab.metrics, bertlab.data.glue, bertlab.data.nli, bertlab.data.imdb, "
-            "bertlab.data.table, bertlab.data.rotten_tomatoes\n"
+    code = ("import sys, bertlab.data.tasks.metrics, bertlab.data.tasks.glue, bertlab.data.tasks.nli, bertlab.data.tasks.imdb, "
+            "bertlab.data.tasks.table, bertlab.data.tasks.rotten_tomatoes\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('jax', 'flax', 'tensorflow', 'torch', 'scipy', 'transformers', 'scattertext')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,17 +14,18 @@ import jax
 import numpy as np
 import pytest
 
-from bertlab import cli, pretrain
-from bertlab.checkpoints import state as ckpt
+from bertlab import cli
+from bertlab.train import pretrain
+from bertlab.checkpoints import training_state as ckpt
 from bertlab.config_cli import load_config_file
-from bertlab.data import on_device
-from bertlab.data.pretraining import create_pretraining_data
-from bertlab.data.segment_text import document_texts, line_layout
-from bertlab.data.shards import ShardedExamples
-from bertlab.data.text_shards import TextExamples, segment_checksum
-from bertlab.metric_writer import read_metrics
-from bertlab.tokenizer import Tokenizer, save_vocab, vocab_from_tokens
-from bertlab.tokenizer_tables import tables_for
+from bertlab.data.pretraining.create import on_device
+from bertlab.data.pretraining.create import create_pretraining_data
+from bertlab.data.pretraining.segment_text import document_texts, line_layout
+from bertlab.data.pretraining.shards import ShardedExamples
+from bertlab.data.pretraining.text_shards import TextExamples, segment_checksum
+from bertlab.train.metric_writer import read_metrics
+from bertlab.text.tokenizer import Tokenizer, save_vocab, vocab_from_tokens
+from bertlab.text.device.tables import tables_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/pretrain.py:quick"
@@ -179,7 +180,7 @@ def test_device_batches_equal_the_id_shards(hand, hand_tables, hand_dataset):
 def prepared(tmp_path_factory):
     """The quick corpus of test_pretrain plus accents, Greek, CJK and typed [MASK]; a vocabulary
     learned from it and a --raw-text dataset made through the CLI."""
-    from bertlab.vocab import learn_vocab
+    from bertlab.text.learn import learn_vocab
 
     rng = random.Random(0)
     words = ("the of and to in a is that for it as was with be by on not he this are or his from "

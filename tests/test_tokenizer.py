@@ -1,4 +1,4 @@
-"""bertlab.tokenizer on a tiny hand-made vocabulary: every expected value is worked out by hand
+"""bertlab.text.tokenizer on a tiny hand-made vocabulary: every expected value is worked out by hand
 from the original BERT rules (tokenization.py in google-research/bert)."""
 
 import random
@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from bertlab import tokenizer as tk
-from bertlab.tokenizer import (CLS, MASK, PAD, SEP, UNK, Tokenizer, VocabError, basic_tokenize,
+from bertlab.text import tokenizer as tk
+from bertlab.text.tokenizer import (CLS, MASK, PAD, SEP, UNK, Tokenizer, VocabError, basic_tokenize,
                                clean_text, decode_tokens, infer_lower_case, load_vocab, pack_ids,
                                pad_cjk, save_vocab, split_punctuation, strip_accents,
                                truncate_pair_lengths, vocab_from_tokens, wordpiece)
@@ -200,7 +200,7 @@ def test_chunk_cache_is_bounded_and_never_changes_answers(vocab):
 
 
 def test_encode_batch_picks_fast_path_by_size(monkeypatch, uncased):
-    import bertlab.fast_tokenizer as fast
+    import bertlab.text.fast as fast
     calls = []
     real = fast.encode_batch_fast
     monkeypatch.setattr(fast, "encode_batch_fast", lambda t, texts: calls.append(len(texts)) or real(t, texts))

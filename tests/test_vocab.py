@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from bertlab.commands import vocab as vocab_command
-from bertlab.data.text import CorpusError, default_corpus_files, iter_lines
-from bertlab.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, basic_tokenize, load_vocab, \
+from bertlab.data.pretraining.corpus import CorpusError, default_corpus_files, iter_lines
+from bertlab.text.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, basic_tokenize, load_vocab, \
     save_vocab, vocab_from_tokens
-from bertlab.vocab import (VocabLearnError, alphabet_tokens, count_words, learn_from_counts,
+from bertlab.text.learn import (VocabLearnError, alphabet_tokens, count_words, learn_from_counts,
                            learn_vocab, merge_pieces)
 
 # Sennrich et al.'s example corpus, as word counts.

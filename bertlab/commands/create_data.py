@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bertlab.data.text import DOC_BOUNDARIES
+from bertlab.data.pretraining.corpus import DOC_BOUNDARIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,9 +48,9 @@ def format_summary(summary: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from bertlab.data.pretraining import create_pretraining_data
-    from bertlab.data.text import CorpusError
-    from bertlab.tokenizer import Tokenizer, VocabError
+    from bertlab.data.pretraining.create import create_pretraining_data
+    from bertlab.data.pretraining.corpus import CorpusError
+    from bertlab.text.tokenizer import Tokenizer, VocabError
     try:
         # Without --cased/--uncased the casing is inferred from the vocabulary.
         tokenizer = Tokenizer.from_file(args.vocab, lower_case=args.lower_case)

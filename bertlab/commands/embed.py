@@ -38,7 +38,7 @@ def read_sentences(path: str) -> list[str]:
 
 def load_sentences_and_model(args, prog: str):
     """(sentences, backbone), or an exit status after printing the error."""
-    from bertlab.init_from import InitFromError, resolve_backbone
+    from bertlab.checkpoints.init_from import InitFromError, resolve_backbone
 
     try:
         sentences = read_sentences(args.file)
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         return backbone
     import numpy as np
 
-    from bertlab.finetune import sentence_embeddings
+    from bertlab.train.finetune import sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
                                   batch_size=args.batch_size, normalize=args.normalize)

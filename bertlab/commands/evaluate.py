@@ -42,9 +42,9 @@ def format_confusion(counts, names) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from bertlab import finetune
-    from bertlab.init_from import InitFromError
-    from bertlab.metrics import confusion_matrix
+    from bertlab.train import finetune
+    from bertlab.checkpoints.init_from import InitFromError
+    from bertlab.data.tasks.metrics import confusion_matrix
 
     try:
         model = finetune.load_finetuned(args.workdir, args.seed)

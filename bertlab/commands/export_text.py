@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bertlab export-text",
         description="Write a task split's texts as a corpus: one document per example.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, help="a bertlab.data.tasks name (imdb, sst2, ...)")
+    parser.add_argument("--task", required=True, help="a bertlab.data.tasks.registry name (imdb, sst2, ...)")
     parser.add_argument("--data-dir", default="", help="where the task's files are (as finetune's "
                                                        "data_dir)")
     parser.add_argument("--split", nargs="+", default=["train"],
@@ -58,7 +58,7 @@ def document_lines(texts, pairs=None):
 
 
 def main(argv: list[str]) -> int:
-    from bertlab.data.tasks import load_task
+    from bertlab.data.tasks.registry import load_task
 
     args = build_parser().parse_args(argv)
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else ""

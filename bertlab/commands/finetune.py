@@ -1,6 +1,6 @@
 """`bertlab finetune --config configs/finetune.py:task=NAME --workdir DIR [--config.KEY=VALUE ...]`.
 
-A thin shell over bertlab.finetune.finetune: config_cli.run_config_command parses the locked
+A thin shell over bertlab.train.finetune.finetune: config_cli.run_config_command parses the locked
 config (`--help` with `--config` lists every key), runs every seed, and turns the errors a user can
 fix into one line and an exit status (2: the command line, the config or the inputs are wrong;
 1: training diverged).
@@ -28,20 +28,20 @@ def format_summary(summary: dict) -> str:
 
 
 def _user_errors() -> tuple:
-    from bertlab import finetune  # jax, flax: only once the command line is good
-    from bertlab.init_from import InitFromError
+    from bertlab.train import finetune  # jax, flax: only once the command line is good
+    from bertlab.checkpoints.init_from import InitFromError
     from bertlab.models.config import ConfigError
-    from bertlab.tokenizer import VocabError
+    from bertlab.text.tokenizer import VocabError
     return (finetune.FinetuneConfigError, InitFromError, ConfigError, VocabError)
 
 
 def _diverged() -> type:
-    from bertlab.pretrain import NonFiniteLossError
+    from bertlab.train.pretrain import NonFiniteLossError
     return NonFiniteLossError
 
 
 def _run(config, flag_values) -> int:
-    from bertlab import finetune
+    from bertlab.train import finetune
 
     summary = finetune.finetune(config, flag_values.workdir)
     print(f"done: {summary['task']} ({summary['metric']} picks the best epoch), best seed "

@@ -47,8 +47,8 @@ def read_examples(lines, is_pair: bool, source: str) -> tuple[list[str], list[st
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from bertlab import finetune
-    from bertlab.init_from import InitFromError
+    from bertlab.train import finetune
+    from bertlab.checkpoints.init_from import InitFromError
 
     try:
         model = finetune.load_finetuned(args.workdir, args.seed)

@@ -1,6 +1,6 @@
 """`bertlab pretrain --config configs/pretrain.py:tiny --workdir DIR [--config.KEY=VALUE ...]`.
 
-A thin shell over bertlab.pretrain.train_and_evaluate: config_cli.run_config_command parses the
+A thin shell over bertlab.train.pretrain.train_and_evaluate: config_cli.run_config_command parses the
 locked config and turns the errors a user can fix into one line and an exit status (2: the command
 line, the config or the inputs are wrong; 1: training diverged).
 """
@@ -13,24 +13,24 @@ PROG = "pretrain"
 
 
 def _user_errors() -> tuple:
-    from bertlab import pretrain  # jax, flax, orbax: only once the command line is good
-    from bertlab.checkpoints.state import CheckpointError
-    from bertlab.data.shards import ShardError
-    from bertlab.data.text import CorpusError
+    from bertlab.train import pretrain  # jax, flax, orbax: only once the command line is good
+    from bertlab.checkpoints.training_state import CheckpointError
+    from bertlab.data.pretraining.shards import ShardError
+    from bertlab.data.pretraining.corpus import CorpusError
     from bertlab.models.config import ConfigError
-    from bertlab.tokenizer import VocabError
-    from bertlab.vocab import VocabLearnError
+    from bertlab.text.tokenizer import VocabError
+    from bertlab.text.learn import VocabLearnError
     return (pretrain.PretrainConfigError, CheckpointError, ShardError, CorpusError, ConfigError,
             VocabError, VocabLearnError)
 
 
 def _diverged() -> type:
-    from bertlab.pretrain import NonFiniteLossError
+    from bertlab.train.pretrain import NonFiniteLossError
     return NonFiniteLossError
 
 
 def _run(config, flag_values) -> int:
-    from bertlab import pretrain
+    from bertlab.train import pretrain
 
     final = pretrain.train_and_evaluate(config, flag_values.workdir)
     summary = ", ".join(f"{key} {final[key]:.4g}" for key in

@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
                         help="markdown file to write (default: <study>/results.md)")
     args = parser.parse_args(argv)
 
-    from bertlab import report, sweep
+    from bertlab.lab import report
+    from bertlab.lab import sweep
 
     try:
         study = sweep.load_study(args.study, runs_dir=args.runs_dir)

@@ -67,7 +67,7 @@ def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
     little; mean pooling over real tokens makes the order irrelevant to the vectors."""
     import numpy as np
 
-    from bertlab.finetune import sentence_embeddings
+    from bertlab.train.finetune import sentence_embeddings
 
     unique = sorted(set(texts) | set(pairs), key=lambda s: (len(s), s))
     row = {sentence: i for i, sentence in enumerate(unique)}
@@ -80,14 +80,14 @@ def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
 
 def correlations(scores, gold) -> dict:
     """Pearson and Spearman correlation of predicted similarities with gold scores."""
-    from bertlab.metrics import pearson, spearman
+    from bertlab.data.tasks.metrics import pearson, spearman
 
     return {"pearson": pearson(scores, gold), "spearman": spearman(scores, gold)}
 
 
 def score_task(args, backbone) -> dict:
     """The metrics of --task/--split: cosines of the pair embeddings against the gold labels."""
-    from bertlab.data.tasks import load_task
+    from bertlab.data.tasks.registry import load_task
 
     spec, split = load_task(args.task, args.data_dir, args.split)
     if not spec.is_pair:
@@ -116,7 +116,7 @@ def write_metrics(path: str, value: dict) -> None:
 
 
 def main_task(args) -> int:
-    from bertlab.init_from import InitFromError, resolve_backbone
+    from bertlab.checkpoints.init_from import InitFromError, resolve_backbone
 
     if args.file != "-":
         print(f"bertlab {PROG}: error: give either FILE or --task, not both", file=sys.stderr)
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     sentences, backbone = load_sentences_and_model(args, PROG)
     if sentences is None:
         return backbone
-    from bertlab.finetune import cosine_matrix, sentence_embeddings
+    from bertlab.train.finetune import cosine_matrix, sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
                                   batch_size=args.batch_size)

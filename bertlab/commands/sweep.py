@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
                         help="after a failed stage, go on with the runs that do not need it")
     args = parser.parse_args(argv)
 
-    from bertlab import sweep
+    from bertlab.lab import sweep
 
     try:
         study = sweep.load_study(args.study, runs_dir=args.runs_dir)

@@ -7,9 +7,9 @@ import os
 import sys
 import time
 
-from bertlab.data.text import CorpusError, ReadStats, iter_lines, resolve_corpus
-from bertlab.tokenizer import SPECIAL_TOKENS, save_vocab
-from bertlab.vocab import VocabLearnError, count_words, initial_tokens, learn_from_counts, \
+from bertlab.data.pretraining.corpus import CorpusError, ReadStats, iter_lines, resolve_corpus
+from bertlab.text.tokenizer import SPECIAL_TOKENS, save_vocab
+from bertlab.text.learn import VocabLearnError, count_words, initial_tokens, learn_from_counts, \
     trainable_words
 
 EXAMPLES = """examples:

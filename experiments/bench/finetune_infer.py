@@ -34,9 +34,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from bertlab import mesh as mesh_lib  # noqa: E402
-from bertlab import optimizer as optimizer_lib  # noqa: E402
-from bertlab import steps, train_state  # noqa: E402
+from bertlab.train import mesh as mesh_lib  # noqa: E402
+from bertlab.train import optimizer as optimizer_lib  # noqa: E402
+from bertlab.train import steps
+from bertlab.train import state as train_state  # noqa: E402
 from bertlab.models import BertForSequenceClassification, variant_config  # noqa: E402
 from train_step import VOCAB_SIZE, machine, synthetic_batch  # noqa: E402
 

@@ -27,9 +27,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bertlab import mesh as mesh_lib  # noqa: E402
-from bertlab import optimizer as optimizer_lib  # noqa: E402
-from bertlab import steps, train_state  # noqa: E402
+from bertlab.train import mesh as mesh_lib  # noqa: E402
+from bertlab.train import optimizer as optimizer_lib  # noqa: E402
+from bertlab.train import steps
+from bertlab.train import state as train_state  # noqa: E402
 from bertlab.models import BertForPreTraining, variant_config  # noqa: E402
 from bertlab.models import attention  # noqa: E402
 from finetune_infer import interleaved_medians  # noqa: E402

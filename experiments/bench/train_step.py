@@ -32,13 +32,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bertlab import mesh as mesh_lib  # noqa: E402
-from bertlab import optimizer as optimizer_lib  # noqa: E402
-from bertlab import steps, train_state  # noqa: E402
+from bertlab.train import mesh as mesh_lib  # noqa: E402
+from bertlab.train import optimizer as optimizer_lib  # noqa: E402
+from bertlab.train import steps
+from bertlab.train import state as train_state  # noqa: E402
 from bertlab.models import BertForPreTraining, variant_config  # noqa: E402
 from bertlab.models.config import flops_per_token  # noqa: E402
-from bertlab.peak_flops import measure_matmul_flops  # noqa: E402
-from bertlab.tokenizer import SPECIAL_TOKENS, vocab_from_tokens  # noqa: E402
+from bertlab.train.peak_flops import measure_matmul_flops  # noqa: E402
+from bertlab.text.tokenizer import SPECIAL_TOKENS, vocab_from_tokens  # noqa: E402
 from markdown_out import append_table  # noqa: E402
 
 VOCAB_SIZE = 30522

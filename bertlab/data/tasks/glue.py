@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from bertlab.data.tasks import UNLABELLED, Split
+from bertlab.data.tasks.registry import UNLABELLED, Split
 
 
 class GlueFormatError(ValueError):

@@ -3,14 +3,14 @@ that `bertlab evaluate / predict / embed / similarity` use.
 
 Read top to bottom, a run is:
 
-1. load the task's train / eval (/ test) splits (bertlab.data.tasks), optionally a fixed random
+1. load the task's train / eval (/ test) splits (bertlab.data.tasks.registry), optionally a fixed random
    subset of each;
-2. get a backbone: `init_from` (any path bertlab.init_from resolves, with its vocabulary) or, with
+2. get a backbone: `init_from` (any path bertlab.checkpoints.init_from resolves, with its vocabulary) or, with
    `from_scratch`, a vocabulary learned on the training texts into workdir/vocab.txt and random
    weights of the configured size; tokenise every split once;
 3. for each seed (skipping seeds whose result.json exists): put a fresh classifier head (and
    `extra_layers` fresh encoder layers) on the backbone, train `epochs` passes with the jitted
-   bertlab.steps.classify_train_step, score the eval split after every epoch with the task's
+   bertlab.train.steps.classify_train_step, score the eval split after every epoch with the task's
    metrics, export the best epoch's model to seed_<n>/model/ (what predict reloads), stop early
    after `early_stopping_patience` epochs without improvement, score the test split once with
    the best weights;
@@ -25,7 +25,7 @@ Workdir layout:
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
     seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
     seed_<n>/model/      the best epoch's export: config.json, params.safetensors, vocab.txt,
-                         task.json (bertlab.init_from); `bertlab convert` reads it too
+                         task.json (bertlab.checkpoints.init_from); `bertlab convert` reads it too
     seed_<n>/metrics.jsonl  "train" lines every log_every steps; "train_epoch" and "eval" per epoch
     seed_<n>/tensorboard/   the same scalars for TensorBoard
     seed_<n>/curves.png  loss and the task metric per epoch, train and validation
@@ -51,18 +51,18 @@ import numpy as np
 import optax
 
 from bertlab.files import write_json
-from bertlab import init_from as init_from_lib
-from bertlab import mesh as mesh_lib
-from bertlab import optimizer as optimizer_lib
-from bertlab import steps
-from bertlab.data.tasks import TABLE_TASKS, Split, TaskSpec, load_task, select
-from bertlab.metric_writer import METRICS_FILE, MetricWriter
-from bertlab.metrics import task_metrics
+from bertlab.checkpoints import init_from as init_from_lib
+from bertlab.train import mesh as mesh_lib
+from bertlab.train import optimizer as optimizer_lib
+from bertlab.train import steps
+from bertlab.data.tasks.registry import TABLE_TASKS, Split, TaskSpec, load_task, select
+from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
+from bertlab.data.tasks.metrics import task_metrics
 from bertlab.models import BertForSequenceClassification, BertModel, mean_pool
 from bertlab.models.config import VARIANTS, BertConfig, ConfigError, config_from_dict
-from bertlab.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
-from bertlab.pretrain import NonFiniteLossError
-from bertlab.tokenizer import Tokenizer, pack_ids
+from bertlab.train.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
+from bertlab.train.pretrain import NonFiniteLossError
+from bertlab.text.tokenizer import Tokenizer, pack_ids
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
@@ -286,8 +286,8 @@ def prepare_backbone(config, workdir: str, train: Split | None, *, log=print
             return init_from_lib.resolve_backbone(config.init_from)
         except init_from_lib.InitFromError as e:
             raise FinetuneConfigError(f"init_from: {e}") from None
-    from bertlab.tokenizer import load_vocab, save_vocab
-    from bertlab.vocab import VocabLearnError, learn_vocab
+    from bertlab.text.tokenizer import load_vocab, save_vocab
+    from bertlab.text.learn import VocabLearnError, learn_vocab
 
     path = os.path.join(workdir, VOCAB_FILE)
     if config.vocab:  # a given vocabulary (copied, so the workdir and its export are complete)
@@ -394,7 +394,7 @@ def check_same_shapes(expected, given) -> None:
 
 def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
                             frozen: Sequence[str] = ()) -> tuple[optax.GradientTransformation, Callable]:
-    """bertlab.optimizer's recipe by name (`adam` is the tutorials' constant-rate Adam). Groups
+    """bertlab.train.optimizer's recipe by name (`adam` is the tutorials' constant-rate Adam). Groups
     in `frozen` get no optimizer state and zero updates (the train step also keeps them bit for
     bit)."""
     tx, schedule = optimizer_lib.make_optimizer(
@@ -506,7 +506,7 @@ def build_training(prepared: Prepared) -> Training:
 
 def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str) -> dict:
     """Trains one seed in seed_dir and returns (and writes) its result.json."""
-    from bertlab.train_state import create_train_state
+    from bertlab.train.state import create_train_state
 
     config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
     os.makedirs(seed_dir, exist_ok=True)
@@ -756,7 +756,7 @@ class FineTuned:
 
 def load_finetuned(path: str, seed: int | None = None) -> FineTuned:
     """An export dir, a seed dir or a fine-tuning workdir (best seed unless `seed`)."""
-    from bertlab.train_state import create_train_state
+    from bertlab.train.state import create_train_state
 
     export = init_from_lib.load_export(init_from_lib.find_export(path, seed))
     spec = export.task_spec()

@@ -30,7 +30,7 @@ Differences from the original, all for bounded memory and speed:
   it (the original's fallback too).
 * Documents are not shuffled and examples are written in corpus order: the BatchIterator draws a
   fresh permutation every epoch, which the original's single static shuffle cannot.
-* No masking and no dupe_factor: masking is dynamic (bertlab.data.masking), applied per step.
+* No masking and no dupe_factor: masking is dynamic (bertlab.data.pretraining.masking), applied per step.
 * Each document goes to the eval split with probability eval_fraction, from an rng of its own
   seeded by `seed`, so the split depends on the seed and the document's position only.
 * Random draws use the same rules but not the same random stream as the original, so outputs are
@@ -65,10 +65,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from bertlab.files import write_json
-from bertlab.data.segment_text import DocumentText, document_texts, line_layout, segment_records
-from bertlab.data.shards import DATASET_META_FILE, ShardWriter
-from bertlab.data.text_shards import TEXT_DIR, TextShardWriter, segment_checksum
-from bertlab.data.text import DOC_BOUNDARIES, CorpusError, ReadStats, iter_documents, resolve_corpus
+from bertlab.data.pretraining.segment_text import DocumentText, document_texts, line_layout, segment_records
+from bertlab.data.pretraining.shards import DATASET_META_FILE, ShardWriter
+from bertlab.data.pretraining.text_shards import TEXT_DIR, TextShardWriter, segment_checksum
+from bertlab.data.pretraining.corpus import DOC_BOUNDARIES, CorpusError, ReadStats, iter_documents, resolve_corpus
 
 SPLITS = ("train", "eval")
 FORMAT = "bertlab-pretraining"

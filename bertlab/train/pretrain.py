@@ -12,7 +12,7 @@ Read top to bottom, a run is:
    checkpoint_every steps save. SIGTERM / SIGINT finish the current step, save and return.
 
 With data.tokenize_on_device the shards' raw segment texts are read instead of their ids, and
-the first stage of every step, on the device, tokenises them (bertlab.data.on_device): the
+the first stage of every step, on the device, tokenises them (bertlab.data.pretraining.on_device): the
 batches, and so the losses, are those of the host path, and a run may switch between the two on
 resume. No tokenizer runs on the host in the loop.
 
@@ -26,7 +26,7 @@ Workdir layout:
     config.json         the full config of the latest (re)start
     vocab.txt           the vocabulary (learned here, or a copy of data.vocab)
     data/               shards + meta.json, unless data.prepared points elsewhere
-    checkpoints/<step>/ params, opt_state, meta (see bertlab.checkpoints.state)
+    checkpoints/<step>/ params, opt_state, meta (see bertlab.checkpoints.training_state)
     metrics.jsonl       one JSON object per log / eval step
     tensorboard/        the same scalars as TensorBoard events
     loss.png            train and eval loss against step
@@ -49,19 +49,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertlab import mesh as mesh_lib
-from bertlab import optimizer as optimizer_lib
-from bertlab import steps, train_state
-from bertlab.checkpoints import state as checkpoints
-from bertlab.data.iterator import BatchIterator
-from bertlab.data.shards import ShardedExamples
+from bertlab.train import mesh as mesh_lib
+from bertlab.train import optimizer as optimizer_lib
+from bertlab.train import steps
+from bertlab.train import state as train_state
+from bertlab.checkpoints import training_state as checkpoints
+from bertlab.data.pretraining.iterator import BatchIterator
+from bertlab.data.pretraining.shards import ShardedExamples
 from bertlab.files import write_json
-from bertlab.metric_writer import METRICS_FILE, MetricWriter
+from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.models import BertForPreTraining
 from bertlab.models.config import (VARIANTS, BertConfig, ConfigError, config_from_dict,
                                    config_to_dict)
-from bertlab.plots import LOSS_PLOT, plot_loss_curve
-from bertlab.tokenizer import Tokenizer, load_vocab, save_vocab
+from bertlab.train.plots import LOSS_PLOT, plot_loss_curve
+from bertlab.text.tokenizer import Tokenizer, load_vocab, save_vocab
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
@@ -148,7 +149,7 @@ def check_config(config) -> None:
 def corpus_files(data_config, key: str = "corpus") -> list[str]:
     """data.<key> (corpus or eval_corpus) resolved to files; a missing or empty path is an error
     naming the key."""
-    from bertlab.data.text import CorpusError, resolve_corpus
+    from bertlab.data.pretraining.corpus import CorpusError, resolve_corpus
 
     paths = [p.strip() for p in data_config[key].split(",") if p.strip()]
     try:
@@ -159,7 +160,7 @@ def corpus_files(data_config, key: str = "corpus") -> list[str]:
 
 def prepare_vocab(data_config, workdir: str, *, log=print):
     """workdir/vocab.txt: a copy of data.vocab, or learned from the corpus; (path, Vocab)."""
-    from bertlab.data.text import iter_lines
+    from bertlab.data.pretraining.corpus import iter_lines
 
     path = os.path.join(workdir, VOCAB_FILE)
     if data_config.vocab:
@@ -179,7 +180,7 @@ def prepare_vocab(data_config, workdir: str, *, log=print):
     if data_config.prepared:
         raise PretrainConfigError(f"data.prepared={data_config.prepared!r} needs data.vocab, the "
                                   "vocab.txt the shards were made with")
-    from bertlab.vocab import VocabLearnError, learn_vocab
+    from bertlab.text.learn import VocabLearnError, learn_vocab
 
     files = corpus_files(data_config)
     log(f"learning a {data_config.vocab_size}-entry WordPiece vocabulary from {len(files)} file(s)")
@@ -233,7 +234,7 @@ def prepare_eval_data(data_config, workdir: str, vocab, *, log=print) -> str:
 
 def _made_dataset(dataset, files, data_config, vocab, args, *, log, corpus_key) -> str:
     """`dataset`, created from `files` on the first start and checked against them afterwards."""
-    from bertlab.data.pretraining import create_pretraining_data
+    from bertlab.data.pretraining.create import create_pretraining_data
 
     if not os.path.exists(os.path.join(dataset, "meta.json")):
         if jax.process_count() > 1:
@@ -250,7 +251,7 @@ def _made_dataset(dataset, files, data_config, vocab, args, *, log, corpus_key) 
 def _checked_dataset(dataset, data_config, vocab, args, *, keys, files, remake,
                      corpus_key="data.corpus") -> str:
     """Refuses a dataset made with another vocabulary, casing, shard settings or corpus files."""
-    from bertlab.data.pretraining import read_meta, vocab_sha256
+    from bertlab.data.pretraining.create import read_meta, vocab_sha256
 
     meta_path = os.path.join(dataset, "meta.json")
     meta = read_meta(dataset)
@@ -283,9 +284,9 @@ def _checked_dataset(dataset, data_config, vocab, args, *, keys, files, remake,
 def open_raw_text(dataset_dir: str):
     """The train and eval TextExamples of data.tokenize_on_device. Both pad to the dataset-wide
     widths in meta.json, so train and eval batches share one compiled tokeniser."""
-    from bertlab.data.pretraining import read_meta
-    from bertlab.data.shards import ShardError
-    from bertlab.data.text_shards import TextExamples
+    from bertlab.data.pretraining.create import read_meta
+    from bertlab.data.pretraining.shards import ShardError
+    from bertlab.data.pretraining.text_shards import TextExamples
 
     limits = read_meta(dataset_dir)["raw_text"]
     try:
@@ -298,8 +299,8 @@ def open_raw_text(dataset_dir: str):
 def device_tokenizer(vocab, lower_case: bool, examples, mesh):
     """raw batch -> (token batch, segments whose ids differ from the host's), jitted; the
     WordPiece tables are built once here and replicated over the mesh."""
-    from bertlab.data.on_device import make_tokenize_fn
-    from bertlab.tokenizer_tables import tables_for
+    from bertlab.data.pretraining.on_device import make_tokenize_fn
+    from bertlab.text.device.tables import tables_for
 
     fn = make_tokenize_fn(vocab, max_seq_length=examples.max_seq_length,
                           max_encoded=examples.max_encoded)
@@ -422,7 +423,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                      what="data.batch_size / optimizer.grad_accum_steps")
     except ValueError as e:
         raise PretrainConfigError(str(e)) from None
-    from bertlab.data.pretraining import vocab_sha256
+    from bertlab.data.pretraining.create import vocab_sha256
 
     compat = {f"model.{key}": value for key, value in config_to_dict(model_config).items()
               if key not in RESUMABLE_MODEL_KEYS}
@@ -472,7 +473,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     peak = train_config.peak_flops
     if not peak:
-        from bertlab.peak_flops import measure_matmul_flops
+        from bertlab.train.peak_flops import measure_matmul_flops
         peak = measure_matmul_flops(dtype=model_config.dtype)
     flops_per_step = flops_per_token(model_config, seq_len, num_predictions) * \
         data_config.batch_size * seq_len

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from bertlab.data.table import jsonl_objects
-from bertlab.data.tasks import NLI_LABELS, Split
+from bertlab.data.tasks.table import jsonl_objects
+from bertlab.data.tasks.registry import NLI_LABELS, Split
 
 NO_GOLD_LABEL = ("-", "-1", "")  # plus a missing or null field, and the integer -1
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 
-from bertlab.metric_writer import read_metrics
+from bertlab.train.metric_writer import read_metrics
 
 LOSS_PLOT = "loss.png"
 

@@ -1,5 +1,5 @@
 """Compiles a WordPiece vocabulary and the Unicode rules of the original BERT into dense int32
-arrays, so that `bertlab.tokenizer_jax` can tokenise with nothing but gathers.
+arrays, so that `bertlab.text.device.tokenizer` can tokenise with nothing but gathers.
 
 Two groups of tables, both built once on the host and then moved to the device:
 
@@ -49,7 +49,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from bertlab.tokenizer import (CJK_RANGES, CONTINUATION, MAX_CHARS_PER_WORD, UNK, Tokenizer, Vocab,
+from bertlab.text.tokenizer import (CJK_RANGES, CONTINUATION, MAX_CHARS_PER_WORD, UNK, Tokenizer, Vocab,
                                clean_text, is_cjk, is_punctuation, strip_accents)
 
 NUM_CODE_POINTS = sys.maxunicode + 1  # 0x110000

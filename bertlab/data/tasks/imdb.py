@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from bertlab.data.tasks import UNLABELLED, Split
+from bertlab.data.tasks.registry import UNLABELLED, Split
 
 CLASS_FOLDERS = {"neg": 0, "pos": 1}
 # split -> (its folder under aclImdb/, {class folder: label}); unsup lives in train/unsup.

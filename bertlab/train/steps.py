@@ -1,14 +1,14 @@
 """THE train and eval steps of masked-LM pretraining: pure functions, jitted once.
 
 `train_step(state, batch, rng) -> (state, metrics)` does everything that changes per step on the
-device: fold the step into the rng, draw this step's masking (bertlab.data.masking), run the model
+device: fold the step into the rng, draw this step's masking (bertlab.data.pretraining.masking), run the model
 on the masked batch with dropout, take the MLM (+ NSP) loss over the gathered masked positions
 only, accumulate gradients over micro-batches, apply the optimizer. Static settings (masking
 options, schedule, accumulation, NSP) are bound with functools.partial before a single jax.jit;
 the model and optimizer travel in the state (`apply_fn`, `tx`), so nothing is retraced per step.
 
 Sharding is not mentioned here: inputs arrive batch-sharded over the mesh and parameters
-replicated (bertlab.mesh), and XLA inserts the gradient all-reduce.
+replicated (bertlab.train.mesh), and XLA inserts the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from bertlab import losses
-from bertlab.data.masking import continuation_table, mask_tokens
-from bertlab.mesh import replicated
+from bertlab.train import losses
+from bertlab.data.pretraining.masking import continuation_table, mask_tokens
+from bertlab.train.mesh import replicated
 
 MaskFn = Callable[[jax.Array, jax.Array, jax.Array], dict]
 
@@ -58,7 +58,7 @@ def masked_inputs(batch: dict, rng: jax.Array, mask_fn: MaskFn) -> dict:
 
 def forward_sums(params, apply_fn, inputs: dict, *, with_nsp: bool, deterministic: bool,
                  dropout_rng: jax.Array | None = None) -> dict:
-    """Summed loss statistics of one (micro-)batch (see bertlab.losses)."""
+    """Summed loss statistics of one (micro-)batch (see bertlab.train.losses)."""
     outputs = apply_fn({"params": params}, inputs["input_ids"], inputs["segment_ids"],
                        inputs["attention_mask"], inputs["masked_positions"],
                        deterministic=deterministic,
@@ -159,7 +159,7 @@ def jit_eval_step(*, mask_fn: MaskFn, with_nsp: bool, mesh) -> Callable:
 
 
 # --------------------------------------------------------------------------------------------
-# Fine-tuning: sequence classification and regression (bertlab.finetune's loop).
+# Fine-tuning: sequence classification and regression (bertlab.train.finetune's loop).
 # --------------------------------------------------------------------------------------------
 
 def classification_losses(logits: jax.Array, labels: jax.Array, *, regression: bool) -> jax.Array:
@@ -185,7 +185,7 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
 
     The loss is the weighted mean over real rows. `frozen` names top-level parameter groups
     (e.g. ("bert",)) that are returned exactly as they came in, bit for bit; the optimizer must
-    also leave them out (bertlab.finetune.make_finetune_optimizer does). Metrics carry the
+    also leave them out (bertlab.train.finetune.make_finetune_optimizer does). Metrics carry the
     logits so the loop can score the training epoch with the task's own metrics."""
     dropout_rng = jax.random.fold_in(rng, state.step)
     weights = batch["example_weights"].astype(jnp.float32)  # (B,)
@@ -211,7 +211,7 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
 
 def classify_eval_step(state: TrainState, batch: dict) -> dict:
     """Logits (B, num_labels) and per-example loss (B,) without dropout; the caller drops padding
-    rows and scores the split with bertlab.metrics.task_metrics."""
+    rows and scores the split with bertlab.data.tasks.metrics.task_metrics."""
     logits = state.apply_fn({"params": state.params}, batch["token_ids"], batch["segment_ids"],
                             batch["attention_mask"], deterministic=True)
     regression = logits.shape[-1] == 1

@@ -1,7 +1,7 @@
 """Where each token of a document comes from in its raw text, so a segment can be shipped as text.
 
 Raw-text datasets (create-data --raw-text) hand the device the *text* of each A and B segment
-instead of its ids, and the device tokenises it (bertlab.data.on_device). The segment boundaries
+instead of its ids, and the device tokenises it (bertlab.data.pretraining.on_device). The segment boundaries
 are still decided here, on the host, from token counts: the pair rules (target lengths, the A/B
 split, one-token-at-a-time truncation from either end) count tokens, and the truncation may cut
 inside a word ("##ing" can be the first token kept). So a segment is shipped as

@@ -1,6 +1,6 @@
 """Learning a WordPiece vocabulary from raw text.
 
-Words are split exactly as `bertlab.tokenizer.basic_tokenize` splits them, so the vocabulary fits
+Words are split exactly as `bertlab.text.tokenizer.basic_tokenize` splits them, so the vocabulary fits
 the tokenizer that will use it. Pieces are learned by BPE-style merges over word counts, with `##`
 marking pieces that continue a word (the same family as HuggingFace tokenizers' WordPiece trainer);
 the result is then applied by the tokenizer's greedy longest-match-first WordPiece, not by replaying
@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from tqdm import tqdm
 
-from bertlab.tokenizer import (CONTINUATION, MAX_CHARS_PER_WORD, SPECIAL_TOKENS, Vocab,
+from bertlab.text.tokenizer import (CONTINUATION, MAX_CHARS_PER_WORD, SPECIAL_TOKENS, Vocab,
                                basic_tokenize, is_cjk, is_punctuation, vocab_from_tokens)
 
 # Distinct space-separated chunks kept before they are folded into word counts; bounds memory on

@@ -6,7 +6,7 @@ vocab.txt, casing), so the loop, `embed` and `similarity` never ask what kind of
   kind         recognised by                                   read with
   export       task.json holding "bertlab_format"              load_export (below)
   finetune     summary.json or seed_*/model/ (a finetune run)  its best seed's model/
-  pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     bertlab.pretrain.load_pretrained_workdir
+  pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     bertlab.train.pretrain.load_pretrained_workdir
   bertlab      params.safetensors (bertlab convert / export)   bertlab.checkpoints.load_pretrained
   huggingface  config.json with a weights file                 bertlab.checkpoints.load_pretrained
   google       bert_config.json + *.ckpt.index, or the prefix  bertlab.checkpoints.load_pretrained
@@ -79,7 +79,7 @@ class Export:
     directory: str
 
     def task_spec(self):
-        from bertlab.data.tasks import TaskSpec
+        from bertlab.data.tasks.registry import TaskSpec
 
         fields = dict(self.task)
         for key in ("text_fields", "label_names", "metrics"):
@@ -124,7 +124,7 @@ def load_export(directory: str) -> Export:
     task_path = os.path.join(directory, EXPORT_TASK)
     if not os.path.isfile(task_path):
         raise InitFromError(f"{task_path}: missing; {directory} is not a bertlab fine-tuned "
-                            f"export (see bertlab.init_from)")
+                            f"export (see bertlab.checkpoints.init_from)")
     record = _read_json(task_path)
     if record.get("bertlab_format") != EXPORT_FORMAT:
         raise InitFromError(f"{task_path}: not a bertlab fine-tuned export (no "
@@ -234,8 +234,8 @@ def resolve_backbone(path: str) -> Backbone:
 
 
 def _pretrain_backbone(path: str) -> Backbone:
-    from bertlab import pretrain
-    from bertlab.checkpoints import state
+    from bertlab.train import pretrain
+    from bertlab.checkpoints import training_state as state
 
     try:
         config, params, vocab_path = pretrain.load_pretrained_workdir(path)
@@ -283,7 +283,7 @@ def _checkpoint_lower_case(folder: str, vocab_path: str) -> bool:
 
 
 def _vocab_lower_case(vocab_path: str) -> bool:
-    from bertlab.tokenizer import infer_lower_case, load_vocab
+    from bertlab.text.tokenizer import infer_lower_case, load_vocab
 
     return infer_lower_case(load_vocab(vocab_path))
 

@@ -9,7 +9,7 @@ ones str.split() knows, such as \\x1c or \\x85, are control characters, so they 
 to the pure path). Cheap checks find such "dirty" texts (C scans for ASCII text, a memo over
 the distinct characters otherwise); they take the pure path, and everything else becomes
 `map(cache.__getitem__, text.split())`, which never leaves C on a hit. There is no set-up cost,
-so the fast path wins from small batches on (see FAST_BATCH_THRESHOLD in bertlab.tokenizer).
+so the fast path wins from small batches on (see FAST_BATCH_THRESHOLD in bertlab.text.tokenizer).
 
 We measured tensorflow-text's FastBertTokenizer as the engine (experiments/bench/README.md): once
 its ids are back in Python lists it is slower than this path on a warm memo and ~1.4x faster on a
@@ -25,7 +25,7 @@ import itertools
 import re
 from typing import Sequence
 
-from bertlab.tokenizer import Tokenizer, is_cjk, is_control
+from bertlab.text.tokenizer import Tokenizer, is_cjk, is_control
 
 # ASCII characters clean_text deletes: the C0 controls except \t \n \r, and DEL.
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search

@@ -2,7 +2,7 @@
 
 `collect` reads each (arm, seed)'s metric by dotted path from the JSON its stage wrote, and the
 timings from the sweep_run.json files the sweep left; `render` turns that into markdown with the
-statistics of bertlab.stats, the commit, the machine and the commands that rerun everything. A
+statistics of bertlab.lab.stats, the commit, the machine and the commands that rerun everything. A
 run that is missing or unfinished is shown as such (the n column says how many seeds an arm has),
 so a report can be written while a sweep is still going.
 """
@@ -16,8 +16,8 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from bertlab import stats
-from bertlab import sweep as sweep_lib
+from bertlab.lab import stats
+from bertlab.lab import sweep as sweep_lib
 
 
 class ReportError(ValueError):

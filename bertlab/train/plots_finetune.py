@@ -1,6 +1,6 @@
 """Per-epoch curves of a fine-tuning run: loss and the task's metric, train and validation.
 
-bertlab.plots draws pretraining's loss against step; fine-tuning is read per epoch and needs the
+bertlab.train.plots draws pretraining's loss against step; fine-tuning is read per epoch and needs the
 task metric beside the loss, so it has its own figure here (two panels, one PNG). Reads the
 "train_epoch" and "eval" records of metrics.jsonl (one run, or every seed of a run overlaid);
 matplotlib's object API with the Agg canvas.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 
-from bertlab.metric_writer import read_metrics
+from bertlab.train.metric_writer import read_metrics
 
 CURVES_PLOT = "curves.png"
 

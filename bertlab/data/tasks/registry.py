@@ -28,7 +28,7 @@ class TaskSpec:
     text_fields: tuple[str, ...]  # one field, or two for sentence-pair tasks
     num_labels: int  # 1 means regression
     label_names: tuple[str, ...]  # () for regression
-    metric: str  # the metric in bertlab.metrics that picks checkpoints and enters the GLUE score
+    metric: str  # the metric in bertlab.data.tasks.metrics that picks checkpoints and enters the GLUE score
     metrics: tuple[str, ...]  # everything reported
 
     @property
@@ -117,7 +117,7 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
 
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli", "ax")
 NLI_JSONL_TASKS = ("snli", "multinli")
-TABLE_TASKS = ("csv", "tsv", "jsonl")  # spec built from the data: see bertlab.data.table
+TABLE_TASKS = ("csv", "tsv", "jsonl")  # spec built from the data: see bertlab.data.tasks.table
 
 # Spellings people type (GLUE directory names, the leaderboard's column names).
 ALIASES = {
@@ -150,19 +150,19 @@ def _loader(key: str) -> tuple[Callable, tuple]:
     """The loader for `key` and the leading arguments it takes before (data_dir, split)."""
     # Imported here because every loader module imports Split from this one.
     if key in GLUE_TASKS:
-        from bertlab.data import glue
+        from bertlab.data.tasks.registry import glue
         return glue.load_glue, (key,)
     if key in NLI_JSONL_TASKS:
-        from bertlab.data import nli
+        from bertlab.data.tasks.registry import nli
         return nli.load_nli, (key,)
     if key == "imdb":
-        from bertlab.data import imdb
+        from bertlab.data.tasks.registry import imdb
         return imdb.load_imdb, ()
     if key == "rotten_tomatoes":
-        from bertlab.data import rotten_tomatoes
+        from bertlab.data.tasks.registry import rotten_tomatoes
         return rotten_tomatoes.load_rotten_tomatoes, ()
     if key in TABLE_TASKS:
-        from bertlab.data import table
+        from bertlab.data.tasks.registry import table
         return table.load_table_task, ()
     raise KeyError(f"unknown task {key!r}; known tasks: {', '.join(task_names())}")
 

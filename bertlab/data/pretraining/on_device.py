@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertlab import tokenizer_jax
-from bertlab.data.text_shards import CHECKSUM_MULTIPLIER
-from bertlab.tokenizer_tables import WordPieceTables
+from bertlab.text.device import tokenizer as tokenizer_jax
+from bertlab.data.pretraining.text_shards import CHECKSUM_MULTIPLIER
+from bertlab.text.device.tables import WordPieceTables
 
 
 def device_checksums(ids: jax.Array, keep: jax.Array) -> jax.Array:

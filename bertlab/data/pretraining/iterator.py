@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bertlab.data.shards import ShardedExamples
+from bertlab.data.pretraining.shards import ShardedExamples
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:

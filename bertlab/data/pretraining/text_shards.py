@@ -1,6 +1,6 @@
 """The on-disk format of raw-text examples: each example's A and B segment texts, for tokenising on
-the device (data.tokenize_on_device; see bertlab.data.segment_text for what a segment's text,
-skip and keep mean, and bertlab.data.on_device for the device side).
+the device (data.tokenize_on_device; see bertlab.data.pretraining.segment_text for what a segment's text,
+skip and keep mean, and bertlab.data.pretraining.on_device for the device side).
 
 A raw-text dataset keeps its id shards (shards.py) and adds, in every split directory,
 
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertlab.data.shards import DATASET_META_FILE, INDEX_FILE, ShardError, rows_by_shard
+from bertlab.data.pretraining.shards import DATASET_META_FILE, INDEX_FILE, ShardError, rows_by_shard
 
 FORMAT = "bertlab-text-shards"
 VERSION = 1

@@ -387,7 +387,7 @@ class ChunkCache(dict):
         return ids
 
 
-# encode_batch hands batches of at least this many texts to bertlab.fast_tokenizer. Measured with
+# encode_batch hands batches of at least this many texts to bertlab.text.fast. Measured with
 # `experiments/bench/tokenizer.py --threshold`: the fast path has no set-up cost and takes about a
 # quarter of the pure path's time per text at every batch size, a batch of one included.
 FAST_BATCH_THRESHOLD = 1
@@ -462,14 +462,14 @@ class Tokenizer:
         return [tokens[i] for i in self.encode(text)]
 
     def encode_batch(self, texts: Sequence[str], fast: bool | None = None) -> list[list[int]]:
-        """Ids for each text. `fast=None` picks bertlab.fast_tokenizer for batches of at least
+        """Ids for each text. `fast=None` picks bertlab.text.fast for batches of at least
         FAST_BATCH_THRESHOLD texts; both paths give identical ids (tested)."""
         if isinstance(texts, str):
             raise TypeError("encode_batch takes a sequence of texts; use encode() for one string")
         if fast is None:
             fast = len(texts) >= FAST_BATCH_THRESHOLD
         if fast:
-            from bertlab.fast_tokenizer import encode_batch_fast
+            from bertlab.text.fast import encode_batch_fast
             return encode_batch_fast(self, texts)
         return [self.encode(t) for t in texts]
 

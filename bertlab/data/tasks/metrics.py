@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from bertlab.data.tasks import TASKS, TaskSpec, canonical_name
+from bertlab.data.tasks.registry import TASKS, TaskSpec, canonical_name
 
 # The nine tasks the GLUE leaderboard averages; MNLI enters once, as the mean of m and mm.
 GLUE_SCORE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")

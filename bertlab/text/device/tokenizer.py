@@ -1,7 +1,7 @@
-"""WordPiece inside XLA: UTF-8 bytes in, token ids out, the same ids as `bertlab.tokenizer`.
+"""WordPiece inside XLA: UTF-8 bytes in, token ids out, the same ids as `bertlab.text.tokenizer`.
 
 `encode(tables, byte_array, lengths, max_tokens=T)` is a pure, jit-compatible function with
-static shapes over the tables of `bertlab.tokenizer_tables`. Four stages:
+static shapes over the tables of `bertlab.text.device.tables`. Four stages:
 
 1. Decode (parallel over bytes). Every byte that starts a well-formed UTF-8 sequence yields its
    code point; everything else (continuation bytes, invalid or truncated sequences, padding)
@@ -23,7 +23,7 @@ static shapes over the tables of `bertlab.tokenizer_tables`. Four stages:
 4. Compact (parallel). Each output position takes the last record that starts at or before it
    (a scatter-max of record numbers, then a cumulative max) and gathers its id from the pool.
 
-The pretraining loop uses it through `bertlab.data.on_device` (data.tokenize_on_device).
+The pretraining loop uses it through `bertlab.data.pretraining.on_device` (data.tokenize_on_device).
 
 Bytes vs code points: see the `tokenizer_tables` docstring. Known differences from the host
 tokenizer are in `DIVERGENCES` (and tested).
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertlab.tokenizer_tables import (BLOCK_BITS, BOUNDARY, CASED, CJK, DROP, INNER_SPACE,
+from bertlab.text.device.tables import (BLOCK_BITS, BOUNDARY, CASED, CJK, DROP, INNER_SPACE,
                                       LETTER, MAX_EXPANSION, NO_LINK, PUNCT, ROOT, SPACE,
                                       TRANSPARENT, WORD, WordPieceTables, unpack_info)
 

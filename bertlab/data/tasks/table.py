@@ -33,7 +33,7 @@ from typing import IO, Iterator, Sequence
 
 import numpy as np
 
-from bertlab.data.tasks import UNLABELLED, Split, TaskSpec, select
+from bertlab.data.tasks.registry import UNLABELLED, Split, TaskSpec, select
 
 FORMATS = ("csv", "tsv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}

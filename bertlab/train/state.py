@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from bertlab.mesh import replicated
+from bertlab.train.mesh import replicated
 
 
 def init_params(model, rng: jax.Array, *, seq_len: int, num_predictions: int, mesh):
