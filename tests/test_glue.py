@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from bertlab.data.tasks.registry import glue
+from bertlab.data.tasks import glue
 from bertlab.data.tasks.registry import NLI_LABELS, TASKS, load_task
 from conftest import shared_path
 

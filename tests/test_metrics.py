@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from bertlab.data.tasks.registry import metrics
+from bertlab.data.tasks import metrics
 from bertlab.data.tasks.registry import TASKS
 
 # preds vs labels: TP at 0 and 3, FP at 1, TN at 2, FN at 4.

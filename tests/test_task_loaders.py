@@ -16,9 +16,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from bertlab.data.tasks.registry import nli
-from bertlab.data.tasks.registry import rotten_tomatoes
-from bertlab.data.tasks.registry import table
+from bertlab.data.tasks import nli
+from bertlab.data.tasks import rotten_tomatoes
+from bertlab.data.tasks import table
 from bertlab.data.tasks.registry import TASKS, Split, load_task, select
 from conftest import shared_path
 

@@ -18,7 +18,7 @@ from bertlab import cli
 from bertlab.train import pretrain
 from bertlab.checkpoints import training_state as ckpt
 from bertlab.config_cli import load_config_file
-from bertlab.data.pretraining.create import on_device
+from bertlab.data.pretraining import on_device
 from bertlab.data.pretraining.create import create_pretraining_data
 from bertlab.data.pretraining.segment_text import document_texts, line_layout
 from bertlab.data.pretraining.shards import ShardedExamples

@@ -150,19 +150,19 @@ def _loader(key: str) -> tuple[Callable, tuple]:
     """The loader for `key` and the leading arguments it takes before (data_dir, split)."""
     # Imported here because every loader module imports Split from this one.
     if key in GLUE_TASKS:
-        from bertlab.data.tasks.registry import glue
+        from bertlab.data.tasks import glue
         return glue.load_glue, (key,)
     if key in NLI_JSONL_TASKS:
-        from bertlab.data.tasks.registry import nli
+        from bertlab.data.tasks import nli
         return nli.load_nli, (key,)
     if key == "imdb":
-        from bertlab.data.tasks.registry import imdb
+        from bertlab.data.tasks import imdb
         return imdb.load_imdb, ()
     if key == "rotten_tomatoes":
-        from bertlab.data.tasks.registry import rotten_tomatoes
+        from bertlab.data.tasks import rotten_tomatoes
         return rotten_tomatoes.load_rotten_tomatoes, ()
     if key in TABLE_TASKS:
-        from bertlab.data.tasks.registry import table
+        from bertlab.data.tasks import table
         return table.load_table_task, ()
     raise KeyError(f"unknown task {key!r}; known tasks: {', '.join(task_names())}")
 
