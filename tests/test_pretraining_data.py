@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bertlab.commands import create_data as cli
-from bertlab.data.pretraining.create import create as pt
+from bertlab.data.pretraining import create as pt
 from bertlab.data.pretraining.create import (Document, DocumentReservoir, create_pretraining_data,
                                       document_chunks, document_pairs, pack_pairs, truncate_pair,
                                       truncation_cuts)
