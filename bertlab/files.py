@@ -17,3 +17,11 @@ def write_json(path: str, value: Any, *, indent: int = 2,
         json.dump(value, f, indent=indent, default=default)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Text written the same way as write_json: the old file or the whole new one, never half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
