@@ -1,6 +1,9 @@
 """Original Google BERT checkpoints (google-research/bert: bert_config.json + bert_model.ckpt.*).
 
 Read through tf.train.load_checkpoint (tensorflow is imported only here, inside the loader).
+tensorflow is an optional extra (`pip install 'bertlab[tf]'`): it costs hundreds of MB and
+minutes of install for this one job, so without it reading a Google checkpoint is a one-line
+CheckpointError that names the extra.
 Variable names are the ones our tree mirrors, so the name table is names.tf_name; the
 pretraining heads (cls/predictions, cls/seq_relationship) come along, and a run_classifier.py
 checkpoint's top-level output_weights/output_bias become the classifier.
@@ -83,9 +86,21 @@ def _is_weight(name: str) -> bool:
     return name not in NON_WEIGHTS and not name.endswith(OPTIMIZER_SUFFIXES)
 
 
-def google_tensor_source(prefix: str) -> TensorSource:
-    import tensorflow as tf  # heavy: only when a Google checkpoint is actually read
+TF_EXTRA_HINT = "pip install 'bertlab[tf]'"
 
+
+def import_tensorflow(prefix: str):
+    """tensorflow, or a CheckpointError naming the checkpoint and the extra that provides it."""
+    try:
+        import tensorflow as tf  # heavy: only when a Google checkpoint is actually read
+    except ImportError as e:
+        raise CheckpointError(f"{prefix}: reading a Google TF checkpoint needs tensorflow, which "
+                              f"is not installed ({e}); install it with: {TF_EXTRA_HINT}") from None
+    return tf
+
+
+def google_tensor_source(prefix: str) -> TensorSource:
+    tf = import_tensorflow(prefix)
     reader = tf.train.load_checkpoint(prefix)
     shapes = {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()
               if _is_weight(name)}
