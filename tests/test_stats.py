@@ -59,3 +59,9 @@ def test_summary():
     assert s["n"] == 3 and s["median"] == 2.0 and s["mean"] == pytest.approx(7 / 3)
     one = stats.summary([5.0])
     assert one["std"] is None and one["ci"] is None
+
+
+def test_sign_flip_p_of_one_pair_is_one():
+    # +d and -d: both patterns reach |d| (scipy's permutation_test refuses a sample of one)
+    assert stats.sign_flip_p([2.0]) == 1.0
+    assert stats.paired({0: 3.0}, {0: 1.0})["p"] == 1.0
