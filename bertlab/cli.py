@@ -1,4 +1,11 @@
-"""The `bertlab` command line: a thin dispatcher over bertlab/commands/<name>.py."""
+"""The `bertlab` command line: a thin dispatcher over bertlab/commands/<name>.py.
+
+Each command prints its own errors (config keys, data files, checkpoints) as one line with exit
+status 2. What escapes a command and is still the user's to fix (a full disk, a read-only or
+unwritable path, a workdir that is a file, a file that is not UTF-8, a damaged weights file) is
+turned into one line here by bertlab.failures; anything else is a bug and keeps its traceback.
+BERTLAB_DEBUG=1 shows the traceback of every failure.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     if name in COMPILING_COMMANDS:
         from bertlab.train import compile_cache
         compile_cache.enable()
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except Exception as error:  # noqa: BLE001 - anything not a user's failure is re-raised
+        from bertlab import failures
+
+        message = None if failures.debug() else failures.one_line(error)
+        if message is None:
+            raise
+        print(f"bertlab {name}: error: {message}", file=sys.stderr)
+        return failures.USAGE_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from bertlab.checkpoints.errors import CheckpointError  # re-exported: one error type
 from bertlab.models.config import BertConfig
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,6 @@ HEAD_GROUPS: dict[str, Path] = {
     "nsp": ("cls", "seq_relationship"),
     "classifier": ("classifier",),
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model; the message names the file and the tensors."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,12 +21,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bertlab.checkpoints.errors import CheckpointError
+
 CHECKPOINT_DIR = "checkpoints"
 ITEMS = ("params", "opt_state", "meta")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used by this run; the message names the directory and key."""
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -1,8 +1,13 @@
-"""`bertlab create-data`: raw text -> pretraining shards (see bertlab/data/pretraining.py)."""
+"""`bertlab create-data`: raw text -> pretraining shards (see bertlab/data/pretraining/create.py).
+
+The output directory is locked while the shards are written (bertlab.workdir_lock); OSErrors
+(a full disk, a read-only path) reach bertlab.cli, which prints them as one line naming the file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bertlab.data.pretraining.corpus import DOC_BOUNDARIES
@@ -51,17 +56,34 @@ def main(argv: list[str]) -> int:
     from bertlab.data.pretraining.create import create_pretraining_data
     from bertlab.data.pretraining.corpus import CorpusError
     from bertlab.text.tokenizer import Tokenizer, VocabError
+    from bertlab.workdir_lock import WorkdirError, ensure_directory, locked, remove_if_unused
     try:
         # Without --cased/--uncased the casing is inferred from the vocabulary.
         tokenizer = Tokenizer.from_file(args.vocab, lower_case=args.lower_case)
-        summary = create_pretraining_data(
-            args.corpus, tokenizer, args.out, max_seq_length=args.max_seq_length,
-            short_seq_prob=args.short_seq_prob, next_sentence=args.next_sentence,
-            eval_fraction=args.eval_fraction, seed=args.seed, doc_boundary=args.doc_boundary,
-            examples_per_shard=args.examples_per_shard, overwrite=args.overwrite,
-            progress=args.progress, raw_text=args.raw_text)
-    except (CorpusError, VocabError, FileExistsError, ValueError, OSError) as e:
+        created = not os.path.exists(args.out)
+        ensure_directory(args.out, what="--out")
+        try:
+            with locked(args.out):  # a second create-data on the same --out stops here, at once
+                summary = create_pretraining_data(
+                    args.corpus, tokenizer, args.out, max_seq_length=args.max_seq_length,
+                    short_seq_prob=args.short_seq_prob, next_sentence=args.next_sentence,
+                    eval_fraction=args.eval_fraction, seed=args.seed,
+                    doc_boundary=args.doc_boundary, examples_per_shard=args.examples_per_shard,
+                    overwrite=args.overwrite, progress=args.progress, raw_text=args.raw_text)
+        except BaseException:
+            if created:
+                remove_if_unused(args.out)  # a failed first run leaves no empty --out behind
+            raise
+    except (CorpusError, VocabError, WorkdirError, FileExistsError, ValueError) as e:
         print(f"bertlab create-data: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only --out: the file and the cause
+        from bertlab import failures
+
+        message = failures.one_line(e)
+        if message is None or failures.debug():
+            raise
+        print(f"bertlab create-data: error: {message}", file=sys.stderr)
         return 2
     print(format_summary(summary))
     return 0

@@ -14,7 +14,7 @@ PROG = "pretrain"
 
 def _user_errors() -> tuple:
     from bertlab.train import pretrain  # jax, flax, orbax: only once the command line is good
-    from bertlab.checkpoints.training_state import CheckpointError
+    from bertlab.checkpoints.errors import CheckpointError
     from bertlab.data.pretraining.shards import ShardError
     from bertlab.data.pretraining.corpus import CorpusError
     from bertlab.models.config import ConfigError

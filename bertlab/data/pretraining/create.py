@@ -64,6 +64,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bertlab.failures import naming
 from bertlab.files import write_json
 from bertlab.data.pretraining.segment_text import DocumentText, document_texts, line_layout, segment_records
 from bertlab.data.pretraining.shards import DATASET_META_FILE, ShardWriter
@@ -321,7 +322,8 @@ def _publish(staging: str, out_dir: str, meta: dict) -> None:
             os.makedirs(replaced, exist_ok=True)
             os.rename(target, os.path.join(replaced, split))
         os.rename(os.path.join(staging, split), target)
-    write_json(meta_path, meta, indent=1)
+    with naming(meta_path):
+        write_json(meta_path, meta, indent=1)
     shutil.rmtree(staging, ignore_errors=True)
 
 

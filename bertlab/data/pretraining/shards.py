@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from bertlab.failures import naming
+
 FORMAT = "bertlab-shards"
 VERSION = 1
 INDEX_FILE = "index.json"
@@ -129,10 +131,13 @@ class ShardWriter:
             return
         name = f"shard-{len(self.shards):05d}"
         total = int(self._offsets[self._count])
-        np.save(shard_file(self.split_dir, name, "tokens"), self._tokens[:total])
-        np.save(shard_file(self.split_dir, name, "segments"), self._segments[:total])
-        np.save(shard_file(self.split_dir, name, "offsets"), self._offsets[:self._count + 1])
-        np.save(shard_file(self.split_dir, name, "nsp"), self._nsp[:self._count])
+        for array, values in (("tokens", self._tokens[:total]),
+                              ("segments", self._segments[:total]),
+                              ("offsets", self._offsets[:self._count + 1]),
+                              ("nsp", self._nsp[:self._count])):
+            path = shard_file(self.split_dir, name, array)
+            with naming(path):  # a full disk names the shard file
+                np.save(path, values)
         self.shards.append({"name": name, "num_examples": self._count, "num_tokens": total})
         self._saved_examples += self._count
         self._saved_tokens += total
@@ -147,7 +152,8 @@ class ShardWriter:
             "num_examples": self._saved_examples, "num_tokens": self._saved_tokens,
             "shards": self.shards, **self.metadata,
         }
-        with open(os.path.join(self.split_dir, INDEX_FILE), "w", encoding="utf-8") as f:
+        path = os.path.join(self.split_dir, INDEX_FILE)
+        with naming(path), open(path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=1)
         self._tokens = self._segments = self._offsets = self._nsp = None  # free the buffer
         return index

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bertlab.data.pretraining.shards import DATASET_META_FILE, INDEX_FILE, ShardError, rows_by_shard
+from bertlab.failures import naming
 
 FORMAT = "bertlab-text-shards"
 VERSION = 1
@@ -94,11 +95,13 @@ class TextShardWriter:
         lengths = np.fromiter(map(len, self._texts), np.int64, count=len(self._texts))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (2n + 1,)
         data = np.frombuffer(b"".join(self._texts), np.uint8)
-        np.save(_file(self.text_dir, name, "bytes"), data)
-        np.save(_file(self.text_dir, name, "offsets"), offsets)
-        np.save(_file(self.text_dir, name, "cuts"), np.concatenate(self._cuts))
-        np.save(_file(self.text_dir, name, "checks"), np.concatenate(self._checks))
-        np.save(_file(self.text_dir, name, "nsp"), np.concatenate(self._nsp))
+        for array, values in (("bytes", data), ("offsets", offsets),
+                              ("cuts", np.concatenate(self._cuts)),
+                              ("checks", np.concatenate(self._checks)),
+                              ("nsp", np.concatenate(self._nsp))):
+            path = _file(self.text_dir, name, array)
+            with naming(path):  # a full disk names the shard file
+                np.save(path, values)
         self.shards.append({"name": name, "num_examples": self._count, "num_bytes": len(data)})
         self.num_examples += self._count
         self._texts, self._cuts, self._checks, self._nsp, self._count = [], [], [], [], 0
@@ -108,7 +111,8 @@ class TextShardWriter:
         index = {"format": FORMAT, "version": VERSION, "max_seq_length": self.max_seq_length,
                  "num_examples": self.num_examples, "max_bytes": self.max_bytes,
                  "max_encoded": self.max_encoded, "shards": self.shards}
-        with open(os.path.join(self.text_dir, INDEX_FILE), "w", encoding="utf-8") as f:
+        path = os.path.join(self.text_dir, INDEX_FILE)
+        with naming(path), open(path, "w", encoding="utf-8") as f:
             json.dump(index, f, indent=1)
         return index
 

@@ -1,0 +1,227 @@
+"""Faults and bad input, each ending in a one-line error (exit 2) or a documented recovery.
+
+One test (or a pointer to one elsewhere) per fault class of the README's "Reliability" table:
+
+| fault | where it is tested |
+|---|---|
+| two processes on one workdir / --out | test_second_process_is_refused_naming_the_holder, test_create_data_refuses_a_locked_out_dir |
+| a holder killed (SIGKILL) | test_lock_of_a_killed_process_is_taken_over_with_a_notice |
+| --workdir / --out is a regular file | test_workdir_that_is_a_file_is_one_line |
+| a truncated file in the latest checkpoint | test_checkpoint_state.py::test_unreadable_latest_checkpoint_falls_back_to_the_newest_good_one (+ restore_params, manifest) |
+| metrics of abandoned steps | test_checkpoint_state.py::test_trim_metrics_moves_later_records_aside |
+| disk full while writing shards / a checkpoint | test_create_data_on_a_full_disk_names_the_file, test_checkpoint_state.py::test_save_on_a_full_disk_is_one_oserror |
+| read-only output path | test_create_data_on_a_read_only_path_is_one_line |
+| truncated safetensors in `bertlab convert` | test_convert_of_truncated_safetensors_is_one_line |
+| non-UTF-8 input | test_undecodable_file_is_named_by_the_cli, test_task_loaders.py (tables, file:line) |
+| empty / missing label cell, missing column | test_task_loaders.py::test_table_empty_label_* , ::test_table_missing_column_is_reported_at_the_header |
+| a finished run's results on a failed resume | test_run_files_keep_a_finished_run_until_the_new_one_finishes |
+| config keys / types (held before) | test_config_cli.py |
+| resume after SIGTERM / SIGKILL, NaN stop, incompatible resume (held before) | test_pretrain.py, test_checkpoint_state.py::test_check_compatible_names_the_differing_key |
+| GLUE/CSV/JSONL rows with file:line (held before) | test_glue.py, test_task_loaders.py |
+| multi-process data parallelism | test_multiprocess.py |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+
+from bertlab import cli, failures, workdir_lock
+from bertlab.commands import create_data
+
+PYTHON = sys.executable
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from bertlab.workdir_lock import locked
+    with locked(sys.argv[1]):
+        print("locked", flush=True)
+        sys.stdin.readline()  # holds the lock until the test closes our stdin (or kills us)
+""")
+
+
+@contextlib.contextmanager
+def lock_holder(directory):
+    """A second process that holds the lock of `directory` until the block ends (or is killed)."""
+    process = subprocess.Popen([PYTHON, "-c", HOLDER, str(directory)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        yield process
+    finally:
+        if process.poll() is None:
+            process.stdin.close()  # a clean exit: the lock is released and its record emptied
+        process.wait(timeout=30)
+        process.stdout.close()
+
+
+# ---------------------------------------------------------------------------------- the lock
+
+def test_second_process_is_refused_naming_the_holder(tmp_path):
+    workdir = tmp_path / "run"
+    with lock_holder(workdir) as holder:
+        with pytest.raises(workdir_lock.WorkdirLocked) as refused:
+            with workdir_lock.locked(str(workdir)):
+                pass
+        message = str(refused.value)
+        assert "\n" not in message
+        assert f"PID {holder.pid} on host {socket.gethostname()}" in message
+        assert f"kill {holder.pid}" in message and "another --workdir" in message
+        # the record names the holder's command line
+        assert json.loads((workdir / ".bertlab.lock").read_text())["pid"] == holder.pid
+        # a process that is not the main one of a multi-host run locks nothing
+        with workdir_lock.locked(str(workdir), is_main=False) as path:
+            assert path == str(workdir)
+    # once the holder ended, the lock is free and its record gone
+    notices = []
+    with workdir_lock.locked(str(workdir), notice=notices.append):
+        record = json.loads((workdir / ".bertlab.lock").read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        with workdir_lock.locked(str(workdir)):  # re-entrant in one process
+            pass
+        assert json.loads((workdir / ".bertlab.lock").read_text())["pid"] == os.getpid()
+    assert (workdir / ".bertlab.lock").read_text() == ""
+    assert notices == []  # a cleanly released lock is no news
+
+
+def test_lock_of_a_killed_process_is_taken_over_with_a_notice(tmp_path):
+    workdir = tmp_path / "run"
+    with lock_holder(workdir) as holder:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        dead = holder.pid
+    notices = []
+    with workdir_lock.locked(str(workdir), notice=notices.append):
+        pass
+    assert len(notices) == 1
+    assert f"taking over the lock left by PID {dead} on host {socket.gethostname()}" in notices[0]
+    assert "no longer running" in notices[0]
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(workdir_lock.WorkdirError, match=r"is a file, not a directory"):
+        workdir_lock.ensure_directory(str(a_file))
+    with pytest.raises(workdir_lock.WorkdirError, match=r"notes.txt is a file, not a directory"):
+        workdir_lock.ensure_directory(str(a_file / "run"))
+    # the generic mapping of the cli: makedirs' FileExistsError names the path
+    try:
+        os.makedirs(a_file)
+    except FileExistsError as e:
+        assert failures.one_line(e) == f"{a_file}: file exists (it is a file, not a directory)"
+
+
+# ------------------------------------------------------------------------- bertlab create-data
+
+@pytest.fixture
+def corpus_and_vocab(tmp_path):
+    words = [f"w{n}" for n in range(300)]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(" ".join(rng.choice(words, 12)) for _ in range(5))
+                                  for _ in range(40)) + "\n")
+    return str(corpus), str(vocab)
+
+
+def create_data_args(corpus, vocab, out):
+    return ["--corpus", corpus, "--vocab", vocab, "--out", str(out), "--max-seq-length", "16",
+            "--uncased", "--no-progress", "--examples-per-shard", "64"]
+
+
+def test_create_data_refuses_a_locked_out_dir(tmp_path, corpus_and_vocab, capsys):
+    out = tmp_path / "data"
+    with lock_holder(out) as holder:
+        assert create_data.main(create_data_args(*corpus_and_vocab, out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"bertlab create-data: error: {out} is in use "
+                                                   f"by PID {holder.pid} on host")
+        assert not (out / "meta.json").exists()
+    assert create_data.main(create_data_args(*corpus_and_vocab, out)) == 0
+    assert (out / "meta.json").exists()
+
+
+def test_create_data_on_a_full_disk_names_the_file(tmp_path, corpus_and_vocab, capsys,
+                                                   monkeypatch):
+    """np.save on a full disk says '59894 requested and 51136 written' and nothing else: the
+    shard writer names the file and the cause. Simulated by a short write (and on a real 64 KiB
+    tmpfs below, where mounting is allowed)."""
+    from bertlab.data.pretraining import shards
+
+    real_save = np.save
+
+    def short_write(path, array):
+        if str(path).endswith("tokens.npy"):
+            raise OSError(f"{array.nbytes} requested and 10 written")
+        real_save(path, array)
+
+    monkeypatch.setattr(shards.np, "save", short_write)
+    monkeypatch.setattr(failures.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=0))
+    out = tmp_path / "data"
+    assert create_data.main(create_data_args(*corpus_and_vocab, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("bertlab create-data: error: ") and "tokens.npy: no space left on " \
+        "device (free some space or write elsewhere)" in err[0]
+    assert not out.exists()  # the staging directory and the new --out are gone
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size="64k", read_only=False):
+    """A tiny tmpfs at `path` (root only); skips the test where mounting is not permitted."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def test_create_data_on_a_real_full_disk(tmp_path, corpus_and_vocab, capsys):
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        big = ["--examples-per-shard", "100000"]
+        corpus, vocab = corpus_and_vocab
+        with open(corpus, "a") as f:  # enough text for shards larger than the disk
+            for i in range(40):
+                f.write("\n" + "\n".join(" ".join(f"w{(i * 7 + j * 13 + k) % 300}"
+                                                   for k in range(14)) for j in range(60)) + "\n")
+        code = cli.main(["create-data"] + create_data_args(corpus, vocab, disk / "data") + big)
+        err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"bertlab create-data: error: {disk / 'data'}")
+    assert "no space left on device" in err[0]
+
+
+def test_create_data_on_a_read_only_path_is_one_line(tmp_path, corpus_and_vocab, capsys):
+    with small_tmpfs(tmp_path / "ro", read_only=True) as disk:
+        code = cli.main(["create-data"] + create_data_args(*corpus_and_vocab, disk / "data"))
+        err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"bertlab create-data: error: {disk / 'data'}: read-only file system (the "
+                   f"filesystem is mounted read-only; write elsewhere)"]
+
+
+def test_read_only_and_unwritable_errors_are_one_line():
+    assert failures.one_line(OSError(errno.EROFS, "Read-only file system", "/x/y")) == \
+        "/x/y: read-only file system (the filesystem is mounted read-only; write elsewhere)"
+    assert failures.one_line(PermissionError(errno.EACCES, "Permission denied", "/x")) == \
+        "/x: permission denied (write elsewhere or fix the permissions)"
+    assert failures.one_line(RuntimeError("a bug")) is None  # bugs keep their traceback
