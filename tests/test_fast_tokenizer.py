@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from bertlab.text import fast
-from bertlab.text import tokenizer as tk
+from bertlab.text import normalize
 from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
 from bertlab.text.fast import encode_batch_fast, needs_pure_path
-from bertlab.text.tokenizer import SPECIAL_TOKENS, Tokenizer, load_vocab, vocab_from_tokens
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import SPECIAL_TOKENS, load_vocab, vocab_from_tokens
 
 TINY = [*SPECIAL_TOKENS, "the", "a", "##b", "x", "##x", "!", ".", "[", "]", "mask", "中", "e",
         "##s", "cafe", "café", "hello", "world", "ab", "##c"]
@@ -50,8 +51,8 @@ def tiny(request):
 def test_every_code_point_routes_or_splits_like_the_original():
     """For every code point c: either c routes a text to the pure path, or cleaning and CJK
     padding change nothing about "a{c}b" that str.split() would see. (Casing plays no part.)"""
-    clean_char = tk._clean_char.__wrapped__  # uncached: keeps the memos small
-    pad_char = tk._pad_cjk_char.__wrapped__
+    clean_char = normalize._clean_char.__wrapped__  # uncached: keeps the memos small
+    pad_char = normalize._pad_cjk_char.__wrapped__
     routes = fast._needs_text_step.__wrapped__
     routed = 0
     for cp in range(sys.maxunicode + 1):
@@ -66,7 +67,7 @@ def test_every_code_point_routes_or_splits_like_the_original():
     for cp in range(128):
         text = f"a{chr(cp)}b"
         if not needs_pure_path(tiny, text):
-            assert tk.pre_tokenize(text) == text.split(), hex(cp)
+            assert normalize.pre_tokenize(text) == text.split(), hex(cp)
     # And needs_pure_path really is that per-character test on non-ASCII text.
     for cp in range(128, sys.maxunicode + 1, 101):
         assert needs_pure_path(tiny, f"a{chr(cp)}b") == routes(chr(cp)), hex(cp)

@@ -24,7 +24,8 @@ from bertlab.data.pretraining.segment_text import document_texts, line_layout
 from bertlab.data.pretraining.shards import ShardedExamples
 from bertlab.data.pretraining.text_shards import TextExamples, segment_checksum
 from bertlab.train.metric_writer import read_metrics
-from bertlab.text.tokenizer import Tokenizer, save_vocab, vocab_from_tokens
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import save_vocab, vocab_from_tokens
 from bertlab.text.device.tables import tables_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

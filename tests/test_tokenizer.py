@@ -6,11 +6,13 @@ import random
 import numpy as np
 import pytest
 
+from bertlab.text import normalize
 from bertlab.text import tokenizer as tk
-from bertlab.text.tokenizer import (CLS, MASK, PAD, SEP, UNK, Tokenizer, VocabError, basic_tokenize,
-                               clean_text, decode_tokens, infer_lower_case, load_vocab, pack_ids,
-                               pad_cjk, save_vocab, split_punctuation, strip_accents,
-                               truncate_pair_lengths, vocab_from_tokens, wordpiece)
+from bertlab.text.normalize import (basic_tokenize, clean_text, pad_cjk, split_punctuation,
+                                    strip_accents)
+from bertlab.text.tokenizer import Tokenizer, decode_tokens, pack_ids, truncate_pair_lengths, wordpiece
+from bertlab.text.vocab import (CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK, VocabError,
+                                infer_lower_case, load_vocab, save_vocab, vocab_from_tokens)
 
 TINY = [PAD, UNK, CLS, SEP, MASK, "[unused0]", "un", "##aff", "##able", "the", "cafe", "café",
         "a", "##b", "##bc", "ab", "x", "##x", "!", ".", ",", "$", "[", "]", "mask", "hello",
@@ -48,8 +50,8 @@ def test_vocab_round_trip_and_special_lookup(tmp_path, vocab):
 
 def test_vocab_tolerates_bom_crlf_and_missing_final_newline(tmp_path):
     path = tmp_path / "vocab.txt"
-    path.write_bytes(b"\xef\xbb\xbf[PAD]\r\n[UNK]\r\nhello")
-    assert load_vocab(path).tokens == (PAD, UNK, "hello")
+    path.write_bytes(b"\xef\xbb\xbf[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello")
+    assert load_vocab(path).tokens == (PAD, UNK, CLS, SEP, MASK, "hello")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -73,6 +75,38 @@ def test_vocab_missing_file_or_directory(tmp_path):
         load_vocab(tmp_path)
 
 
+@pytest.mark.parametrize("tokens, missing", [
+    (["[PAD]", "[CLS]", "[SEP]", "[MASK]", "hello"], "[UNK]"),
+    (["hello", "world"], "[PAD] [UNK] [CLS] [SEP] [MASK]"),
+    (["[pad]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "[PAD]"),       # case matters
+])
+def test_vocab_file_without_special_tokens_fails_at_load(tmp_path, tokens, missing):
+    """Before: such a file loaded and the first unknown word raised KeyError '[UNK]'."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    with pytest.raises(VocabError) as err:
+        load_vocab(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a BERT vocabulary: missing the special token")
+    assert f" {missing} (every vocab.txt needs [PAD] [UNK] [CLS] [SEP] [MASK]" in message
+    assert "\n" not in message
+    with pytest.raises(VocabError, match="not a BERT vocabulary"):
+        Tokenizer.from_file(path)
+    # in memory (vocabulary learning, tests) a table without them is still allowed
+    assert len(vocab_from_tokens(tokens)) == len(tokens)
+
+
+def test_tokenize_command_names_a_vocab_without_special_tokens(tmp_path, capsys):
+    from bertlab.commands import tokenize as command
+
+    path = tmp_path / "vocab.txt"
+    path.write_text("hello\nworld\n", encoding="utf-8")
+    assert command.main(["--vocab", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(path) in err and "missing the special tokens [PAD] [UNK] [CLS] [SEP] [MASK]" in err
+
+
 def test_missing_special_token_is_named(vocab):
     small = vocab_from_tokens(["[PAD]", "a"], source="small.txt")
     with pytest.raises(KeyError, match=r"'\[MASK\]' is not in the vocabulary small.txt"):
@@ -86,7 +120,7 @@ def test_infer_lower_case():
 
 def test_from_file_infers_or_takes_casing(tmp_path):
     path = tmp_path / "vocab.txt"
-    save_vocab(vocab_from_tokens([PAD, UNK, "Paris", "paris"]), path)
+    save_vocab(vocab_from_tokens([*SPECIAL_TOKENS, "Paris", "paris"]), path)
     assert Tokenizer.from_file(path).lower_case is False
     assert Tokenizer.from_file(path, lower_case=True).lower_case is True
     assert Tokenizer.from_file(path, split_special_tokens=True).split_special_tokens
@@ -359,9 +393,9 @@ def test_ascii_chunks_split_like_split_punctuation():
     for cp in range(128):
         for chunk in (chr(cp), f"ab{chr(cp)}cd", f"{chr(cp)}{chr(cp)}x"):
             expected = [w for p in split_punctuation(chunk.lower()) for w in p.split()]
-            assert tk.split_chunk(chunk, lower_case=True) == expected, hex(cp)
+            assert normalize.split_chunk(chunk, lower_case=True) == expected, hex(cp)
             expected = [w for p in split_punctuation(chunk) for w in p.split()]
-            assert tk.split_chunk(chunk, lower_case=False) == expected, hex(cp)
+            assert normalize.split_chunk(chunk, lower_case=False) == expected, hex(cp)
 
 
 def test_tokenizer_pickles_with_its_memos(uncased):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
-from bertlab.text.tokenizer import Tokenizer, load_vocab, vocab_from_tokens
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import load_vocab, vocab_from_tokens
 from bertlab.text.device.tokenizer import DIVERGENCES, decode_utf8, encode_jit, encode_texts, texts_to_bytes
 from bertlab.text.device.tables import (NUM_CODE_POINTS, SPACE, WORD, UNCASED, code_point_rules,
                                       compile_tables, table_sizes, tables_for)
@@ -350,7 +351,7 @@ def test_unassigned_code_points_follow_the_bulk_defaults():
     """The tables evaluate the host's functions on assigned code points only; the rest
     (unassigned, private use) must be plain caseless word characters that normalise to
     themselves, which is what the defaults assume."""
-    from bertlab.text.tokenizer import clean_text, is_cjk, is_punctuation, strip_accents
+    from bertlab.text.normalize import clean_text, is_cjk, is_punctuation, strip_accents
     rules = code_point_rules(True)
     rng = random.Random(3)
     sample = [cp for cp in rng.sample(range(NUM_CODE_POINTS), 20000)

@@ -25,8 +25,9 @@ import unicodedata
 import pytest
 
 from bertlab.data.pretraining.corpus import default_corpus_files, iter_lines
-from bertlab.text.tokenizer import SPECIAL_TOKENS, Tokenizer, clean_text, load_vocab, save_vocab, \
-    vocab_from_tokens
+from bertlab.text.normalize import clean_text
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import SPECIAL_TOKENS, load_vocab, save_vocab, vocab_from_tokens
 from conftest import SHARED, shared_path
 
 transformers = pytest.importorskip("transformers")

@@ -11,8 +11,9 @@ import pytest
 
 from bertlab.commands import vocab as vocab_command
 from bertlab.data.pretraining.corpus import CorpusError, default_corpus_files, iter_lines
-from bertlab.text.tokenizer import SPECIAL_TOKENS, UNK, Tokenizer, basic_tokenize, load_vocab, \
-    save_vocab, vocab_from_tokens
+from bertlab.text.normalize import basic_tokenize
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import SPECIAL_TOKENS, UNK, load_vocab, save_vocab, vocab_from_tokens
 from bertlab.text.learn import (VocabLearnError, alphabet_tokens, count_words, learn_from_counts,
                            learn_vocab, merge_pieces)
 

@@ -16,7 +16,8 @@ import os
 import sys
 from typing import BinaryIO, Iterator
 
-from bertlab.text.tokenizer import Tokenizer, VocabError
+from bertlab.text.tokenizer import Tokenizer
+from bertlab.text.vocab import VocabError
 
 CHUNK_LINES = 4096  # lines per encode_batch call: well above the fast-path threshold
 PROGRESS_MIN_BYTES = 1 << 20  # no progress bar for inputs smaller than this

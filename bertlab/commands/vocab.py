@@ -8,7 +8,7 @@ import sys
 import time
 
 from bertlab.data.pretraining.corpus import CorpusError, ReadStats, iter_lines, resolve_corpus
-from bertlab.text.tokenizer import SPECIAL_TOKENS, save_vocab
+from bertlab.text.vocab import SPECIAL_TOKENS, save_vocab
 from bertlab.text.learn import VocabLearnError, count_words, initial_tokens, learn_from_counts, \
     trainable_words
 

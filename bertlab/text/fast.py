@@ -11,11 +11,16 @@ the distinct characters otherwise); they take the pure path, and everything else
 `map(cache.__getitem__, text.split())`, which never leaves C on a hit. There is no set-up cost,
 so the fast path wins from small batches on (see FAST_BATCH_THRESHOLD in bertlab.text.tokenizer).
 
+This module imports only bertlab.text.normalize: the tokenizer dispatches to it, so it takes the
+tokenizer as an argument (anything with the three members of ChunkTokenizer) rather than
+importing the class, and the two modules do not import each other.
+
 We measured tensorflow-text's FastBertTokenizer as the engine (experiments/bench/README.md): once
 its ids are back in Python lists it is slower than this path on a warm memo and ~1.4x faster on a
 cold one, it costs 10+ s to import, and it departs from the original on seven classes of input
 (control characters, U+FFFD, NFKD, case folding, bytes-vs-characters, Unicode version, typed
-special tokens), so it stays a benchmark peer.
+special tokens), so it stays a benchmark peer: this path never imports tensorflow-text, and
+works the same whether or not the `tf` extra is installed.
 """
 
 from __future__ import annotations
@@ -23,9 +28,19 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from typing import Sequence
+from typing import Protocol, Sequence
 
-from bertlab.text.tokenizer import Tokenizer, is_cjk, is_control
+from bertlab.text.normalize import is_cjk, is_control
+
+
+class ChunkTokenizer(Protocol):
+    """What the fast path uses of bertlab.text.tokenizer.Tokenizer."""
+
+    special_tokens: tuple[str, ...]  # typed special tokens kept whole
+    chunk_cache: dict                 # whitespace chunk -> tuple of ids, filled on a miss
+
+    def encode(self, text: str) -> list[int]:  # the pure path, for texts that need it
+        ...
 
 # ASCII characters clean_text deletes: the C0 controls except \t \n \r, and DEL.
 _ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
@@ -46,7 +61,7 @@ def _special_search(special_tokens: tuple[str, ...]):
     return re.compile("|".join(map(re.escape, special_tokens))).search
 
 
-def needs_pure_path(tokenizer: Tokenizer, text: str) -> bool:
+def needs_pure_path(tokenizer: ChunkTokenizer, text: str) -> bool:
     """Whether `text.split()` could differ from the pure path's chunks, or miss a typed special
     token. ASCII text is checked by C scans (str.isprintable() is false for every control
     character); other text by a per-character memo over its distinct characters."""
@@ -57,7 +72,7 @@ def needs_pure_path(tokenizer: Tokenizer, text: str) -> bool:
     return any(map(_needs_text_step, set(text)))
 
 
-def encode_batch_fast(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+def encode_batch_fast(tokenizer: ChunkTokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Same result as [tokenizer.encode(t) for t in texts], several times faster."""
     special_search = _special_search(tokenizer.special_tokens)
     lookup = tokenizer.chunk_cache.__getitem__

@@ -20,8 +20,9 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from tqdm import tqdm
 
-from bertlab.text.tokenizer import (CONTINUATION, MAX_CHARS_PER_WORD, SPECIAL_TOKENS, Vocab,
-                               basic_tokenize, is_cjk, is_punctuation, vocab_from_tokens)
+from bertlab.text.normalize import basic_tokenize, is_cjk, is_punctuation
+from bertlab.text.tokenizer import MAX_CHARS_PER_WORD
+from bertlab.text.vocab import CONTINUATION, SPECIAL_TOKENS, Vocab, vocab_from_tokens
 
 # Distinct space-separated chunks kept before they are folded into word counts; bounds memory on
 # corpora with a long tail of distinct chunks while keeping the common case one pass.

@@ -1,9 +1,12 @@
 """WordPiece tokenisation exactly as the original BERT (google-research/bert tokenization.py).
 
-The functions here are a readable transcription of the original: normalise and split text the way
-BasicTokenizer does, then greedy longest-match-first WordPiece with `##` continuations. They are
-the reference every faster path is tested against (tests/test_tokenizer_parity.py compares them
-with transformers' `BertTokenizer` on real text; bertlab/fast_tokenizer.py must match them).
+The functions here and in bertlab.text.normalize are a readable transcription of the original:
+normalise and split text the way BasicTokenizer does (normalize.py), then greedy
+longest-match-first WordPiece with `##` continuations (here), over a vocabulary from
+bertlab.text.vocab. They are the reference every faster path is tested against
+(tests/test_tokenizer_parity.py compares them with transformers' `BertTokenizer` on real text;
+bertlab.text.fast and bertlab.text.device must match them). This module also packs ids for the
+model ([CLS] A [SEP] B [SEP], truncated as the original) and dispatches batches to the fast path.
 
 Speed comes from one observation: after the text-level steps (drop control characters, map
 whitespace, pad CJK ideographs) the text splits on whitespace into *chunks*, and every later step
@@ -26,245 +29,23 @@ import functools
 import itertools
 import os
 import re
-import unicodedata
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
-CONTINUATION = "##"
+from bertlab.text import fast as fast_path
+# The vocabulary and normalisation names are re-exported: they lived in this module before
+# bertlab.text.vocab and bertlab.text.normalize split off, and `from bertlab.text.tokenizer
+# import load_vocab` (or clean_text, ...) keeps working for callers.
+from bertlab.text.normalize import (CJK_RANGES, basic_tokenize, clean_text, is_cjk,  # noqa: F401
+                                    is_control, is_punctuation, is_whitespace, pad_cjk,
+                                    pre_tokenize, split_chunk, split_punctuation, strip_accents)
+from bertlab.text.vocab import (CLS, CONTINUATION, MASK, PAD, SEP, SPECIAL_TOKENS,  # noqa: F401
+                                UNK, Vocab, VocabError, infer_lower_case, load_vocab, save_vocab,
+                                vocab_from_tokens)
+
 MAX_CHARS_PER_WORD = 100  # transformers' and the Rust tokenizer's limit (Google's code: 200)
 CHUNK_CACHE_ENTRIES = 1 << 20  # ~100 MB at most; cleared (not evicted one by one) when full
-
-
-class VocabError(ValueError):
-    """A vocabulary file that cannot be used; the message names the file and line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Vocab:
-    """An immutable token <-> id table. Ids are line numbers of vocab.txt (0-based)."""
-
-    tokens: tuple[str, ...]
-    ids: Mapping[str, int] = dataclasses.field(repr=False, compare=False, default=None)
-    source: str = dataclasses.field(default="<memory>", compare=False)
-    # Length of the longest entry: WordPiece never tries a longer candidate (a pure speed-up).
-    longest: int = dataclasses.field(init=False, repr=False, compare=False, default=0)
-
-    def __post_init__(self):
-        if self.ids is None:
-            object.__setattr__(self, "ids", {t: i for i, t in enumerate(self.tokens)})
-        object.__setattr__(self, "longest", max(map(len, self.tokens), default=0))
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.ids
-
-    def id(self, token: str) -> int:
-        """Id of a token that must exist (special tokens are looked up by name through this)."""
-        try:
-            return self.ids[token]
-        except KeyError:
-            raise KeyError(f"token {token!r} is not in the vocabulary {self.source}") from None
-
-    @property
-    def pad_id(self) -> int:
-        return self.id(PAD)
-
-    @property
-    def unk_id(self) -> int:
-        return self.id(UNK)
-
-    @property
-    def cls_id(self) -> int:
-        return self.id(CLS)
-
-    @property
-    def sep_id(self) -> int:
-        return self.id(SEP)
-
-    @property
-    def mask_id(self) -> int:
-        return self.id(MASK)
-
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        """Ids of the special tokens present (never masked, never split)."""
-        return tuple(self.ids[t] for t in SPECIAL_TOKENS if t in self.ids)
-
-
-def vocab_from_tokens(tokens: Iterable[str], source: str = "<memory>") -> Vocab:
-    """Builds a Vocab, rejecting empty tables and duplicate entries (named by line)."""
-    tokens = tuple(tokens)
-    if not tokens:
-        raise VocabError(f"{source}: vocabulary is empty")
-    seen: dict[str, int] = {}
-    for line, token in enumerate(tokens, start=1):
-        if token == "":
-            raise VocabError(f"{source}:{line}: empty vocabulary entry")
-        if token in seen:
-            raise VocabError(
-                f"{source}:{line}: duplicate vocabulary entry {token!r} (first on line {seen[token]})")
-        seen[token] = line
-    return Vocab(tokens, {t: i for i, t in enumerate(tokens)}, source)
-
-
-def load_vocab(path: str | os.PathLike) -> Vocab:
-    """Reads vocab.txt: one token per line, id = line number - 1 (as the original)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise VocabError(f"{path}: vocabulary file not found")
-    if os.path.isdir(path):
-        raise VocabError(f"{path}: is a directory, expected a vocab.txt file")
-    try:
-        with open(path, "r", encoding="utf-8", newline="") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        line = e.object[:e.start].count(b"\n") + 1
-        raise VocabError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
-    if lines and lines[-1] == "":
-        lines.pop()  # trailing newline of the last entry
-    tokens = [line.rstrip("\r") for line in lines]
-    if tokens and tokens[0].startswith("\ufeff"):
-        tokens[0] = tokens[0][1:]
-    return vocab_from_tokens(tokens, source=path)
-
-
-def save_vocab(vocab: Vocab, path: str | os.PathLike) -> None:
-    """Writes vocab.txt atomically (temp file + rename), so a crash never leaves half a file."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for token in vocab.tokens:
-            f.write(token + "\n")
-    os.replace(tmp, path)
-
-
-def infer_lower_case(vocab: Vocab) -> bool:
-    """True for an uncased vocabulary: no entry that lower-casing would change (bracketed
-    entries such as [CLS] or [unused0] aside). Cased BERT vocabularies have thousands."""
-    return not any(t != t.lower() for t in vocab.tokens
-                   if not (t.startswith("[") and t.endswith("]")))
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation and pre-tokenisation (BasicTokenizer).
-# --------------------------------------------------------------------------------------------
-
-def is_whitespace(char: str) -> bool:
-    # \t \n \r are control characters in Unicode but the original treats them as whitespace.
-    if char in (" ", "\t", "\n", "\r"):
-        return True
-    return unicodedata.category(char) == "Zs"
-
-
-def is_control(char: str) -> bool:
-    if char in ("\t", "\n", "\r"):
-        return False
-    return unicodedata.category(char) in ("Cc", "Cf")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def is_punctuation(char: str) -> bool:
-    # ASCII non-letter/number symbols such as ^ $ ` count as punctuation too, as in the original.
-    cp = ord(char)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-# The CJK Unified Ideographs blocks the original splits into single characters (inclusive).
-CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
-
-
-def is_cjk(cp: int) -> bool:
-    """Whether a code point is one of the ideographs the original puts spaces around."""
-    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _clean_char(char: str) -> str:
-    # Memoised per character (bounded): real text uses few distinct characters, and map() over an
-    # lru_cache wrapper stays in C, which makes clean_text ~10x faster than a plain loop.
-    if char == "\x00" or char == "\ufffd" or is_control(char):
-        return ""
-    return " " if is_whitespace(char) else char
-
-
-def clean_text(text: str) -> str:
-    """Drops NUL, U+FFFD and control characters; maps every whitespace character to a space."""
-    return "".join(map(_clean_char, text))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _pad_cjk_char(char: str) -> str:
-    return f" {char} " if is_cjk(ord(char)) else char
-
-
-def pad_cjk(text: str) -> str:
-    """Surrounds every CJK ideograph with spaces so each becomes its own word."""
-    return "".join(map(_pad_cjk_char, text))
-
-
-def strip_accents(text: str) -> str:
-    """NFD then drop combining marks (category Mn), as the original does after lower-casing."""
-    if text.isascii():
-        return text  # NFD leaves ASCII alone and it has no marks
-    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-
-
-def split_punctuation(word: str) -> list[str]:
-    """Every punctuation character becomes its own token."""
-    pieces: list[str] = []
-    start_new = True
-    for char in word:  # the original's loop; is_punctuation is memoised per character
-        if is_punctuation(char):
-            pieces.append(char)
-            start_new = True
-        else:
-            if start_new:
-                pieces.append("")
-                start_new = False
-            pieces[-1] += char
-    return pieces
-
-
-def pre_tokenize(text: str) -> list[str]:
-    """The text-level half of BasicTokenizer: clean, pad CJK, split on whitespace -> chunks.
-    Nothing after this step looks across a chunk boundary (that is what makes chunks cacheable)."""
-    return pad_cjk(clean_text(text)).split()
-
-
-# In ASCII, punctuation is exactly the four ranges is_punctuation lists first, so one regex
-# does split_punctuation's work for an ASCII chunk (tests compare the two on every character).
-_ASCII_PUNCTUATION_SPLIT = re.compile(r"[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~]+").findall
-
-
-def split_chunk(chunk: str, lower_case: bool) -> list[str]:
-    """The per-chunk half of BasicTokenizer: (lower-case + strip accents), split punctuation."""
-    if lower_case:
-        chunk = strip_accents(chunk.lower())
-    pieces = _ASCII_PUNCTUATION_SPLIT(chunk) if chunk.isascii() else split_punctuation(chunk)
-    # The original re-splits on whitespace at the end; normalisation never creates any, but the
-    # extra split keeps us exact even if a future Unicode version did.
-    return [w for piece in pieces for w in piece.split()]
-
-
-def basic_tokenize(text: str, lower_case: bool = True,
-                   never_split: Sequence[str] = SPECIAL_TOKENS) -> list[str]:
-    """Text -> words: clean, split CJK, (lower-case + strip accents), split on whitespace and
-    punctuation. Chunks equal to a `never_split` token (e.g. "[MASK]" between spaces) pass whole."""
-    words: list[str] = []
-    for chunk in pre_tokenize(text):
-        if chunk in never_split:
-            words.append(chunk)
-        else:
-            words.extend(split_chunk(chunk, lower_case))
-    return words
 
 
 def wordpiece(word: str, vocab: Vocab, max_chars: int = MAX_CHARS_PER_WORD) -> list[str]:
@@ -469,8 +250,7 @@ class Tokenizer:
         if fast is None:
             fast = len(texts) >= FAST_BATCH_THRESHOLD
         if fast:
-            from bertlab.text.fast import encode_batch_fast
-            return encode_batch_fast(self, texts)
+            return fast_path.encode_batch_fast(self, texts)
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:

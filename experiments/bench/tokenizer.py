@@ -50,8 +50,9 @@ def machine() -> str:
 
 def clear_memos(tokenizer_module) -> None:
     from bertlab.text import fast as fast_tokenizer
-    for memo in (tokenizer_module._clean_char, tokenizer_module._pad_cjk_char,
-                 tokenizer_module.is_punctuation, fast_tokenizer._needs_text_step):
+    from bertlab.text import normalize
+    for memo in (normalize._clean_char, normalize._pad_cjk_char,
+                 normalize.is_punctuation, fast_tokenizer._needs_text_step):
         memo.cache_clear()
 
 
@@ -64,8 +65,11 @@ def timed(fn):
 def run_peers(lines, vocab_path, repeats: int):
     """-> {name: (best seconds, ids per line or None)} for every tokenizer."""
     from bertlab.text import tokenizer as tk
-    import tensorflow as tf
-    import tensorflow_text as tf_text
+    try:
+        import tensorflow as tf
+        import tensorflow_text as tf_text
+    except ImportError as e:
+        sys.exit(f"the tf-text peer needs tensorflow-text ({e}): pip install 'bertlab[tf]'")
     from transformers import BertTokenizer, BertTokenizerFast
 
     vocab = tk.load_vocab(vocab_path)

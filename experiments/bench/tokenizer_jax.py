@@ -91,6 +91,7 @@ TF_TEXT = "tf-text FastBertTokenizer (ragged out)"
 def measure(pieces, expected, tables, vocab, tf_peer, device, args):
     """-> ({batch size: {row: tokens/s}}, {batch size: compile s}, {(size, who): differing})."""
     import jax
+    from bertlab.text import normalize
     from bertlab.text import tokenizer as tk
     from bertlab.text.device.tokenizer import encode_jit, encode_texts, texts_to_bytes
 
@@ -112,8 +113,8 @@ def measure(pieces, expected, tables, vocab, tf_peer, device, args):
         [warm_tok.encode_batch(batch) for batch in batches]
 
         def host_cold():
-            tk._clean_char.cache_clear()
-            tk._pad_cjk_char.cache_clear()
+            normalize._clean_char.cache_clear()
+            normalize._pad_cjk_char.cache_clear()
             tok = tk.Tokenizer(vocab, lower_case=True)
             return [tok.encode_batch(batch) for batch in batches]
 
@@ -205,8 +206,12 @@ def main(argv=None) -> int:
     table_bytes = sum(n for _, _, n in table_sizes(tables_host).values())
     tf_peer = None
     if not args.no_peers:
-        import tensorflow as tf
-        import tensorflow_text as tf_text
+        try:
+            import tensorflow as tf
+            import tensorflow_text as tf_text
+        except ImportError as e:
+            sys.exit(f"the tf-text peer needs tensorflow-text ({e}): pip install 'bertlab[tf]', "
+                     f"or pass --no-peers")
         tf_peer = tf_text.FastBertTokenizer(vocab=list(vocab.tokens), token_out_type=tf.int64,
                                             lower_case_nfd_strip_accents=True)
         tf_peer.tokenize(tf.constant(pieces[:10]))  # build the op once, outside the timing

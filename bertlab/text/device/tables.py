@@ -49,8 +49,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from bertlab.text.tokenizer import (CJK_RANGES, CONTINUATION, MAX_CHARS_PER_WORD, UNK, Tokenizer, Vocab,
-                               clean_text, is_cjk, is_punctuation, strip_accents)
+from bertlab.text.normalize import CJK_RANGES, clean_text, is_cjk, is_punctuation, strip_accents
+from bertlab.text.tokenizer import MAX_CHARS_PER_WORD, Tokenizer
+from bertlab.text.vocab import CONTINUATION, UNK, Vocab
 
 NUM_CODE_POINTS = sys.maxunicode + 1  # 0x110000
 BLOCK_BITS = 8  # two-level table: 256 code points per block
