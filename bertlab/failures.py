@@ -54,7 +54,7 @@ def debug() -> bool:
 def describe_os_error(error: OSError) -> str:
     """'PATH: no space left on device (free some space or write elsewhere)'."""
     code = error.errno
-    cause = (os.strerror(code) if code else (error.strerror or str(error))).rstrip(".")
+    cause = (error.strerror or (os.strerror(code) if code else str(error))).rstrip(".")
     cause = cause[:1].lower() + cause[1:]
     where = error.filename
     if error.filename2:

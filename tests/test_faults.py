@@ -225,3 +225,29 @@ def test_read_only_and_unwritable_errors_are_one_line():
     assert failures.one_line(PermissionError(errno.EACCES, "Permission denied", "/x")) == \
         "/x: permission denied (write elsewhere or fix the permissions)"
     assert failures.one_line(RuntimeError("a bug")) is None  # bugs keep their traceback
+
+
+def test_checkpoint_save_on_a_real_full_disk(tmp_path):
+    """orbax's RESOURCE_EXHAUSTED on a real 1 MiB tmpfs: one OSError naming the file, the earlier
+    checkpoint intact and readable, orbax's partial step directory gone."""
+    import jax.numpy as jnp
+
+    from bertlab.checkpoints import training_state as ckpt
+
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(200, 200)), jnp.float32)}  # 160 KB, incompressible
+    opt_state = {"mu": params["w"] * 0.5, "nu": params["w"] * 0.25}
+    with small_tmpfs(tmp_path / "disk", size="1m") as disk:
+        manager = ckpt.open_manager(str(disk / "run"), keep=5, async_save=False)
+        ckpt.save(manager, 10, params=params, opt_state=opt_state, meta={})
+        with pytest.raises(OSError) as raised:
+            for step in (20, 30, 40):
+                ckpt.save(manager, step, params=params, opt_state=opt_state, meta={})
+        manager.close()
+        message = failures.one_line(raised.value)
+        assert raised.value.errno == errno.ENOSPC and str(disk / "run" / "checkpoints") in message
+        assert "no space left on device while saving checkpoint" in message and "\n" not in message
+        assert not [n for n in os.listdir(disk / "run" / "checkpoints") if "tmp" in n]
+        assert ckpt.verify_files(str(disk / "run"), 10) is None
+        restored, meta = ckpt.restore_params(str(disk / "run"), step=10)
+        np.testing.assert_array_equal(restored["w"], np.asarray(params["w"]))
