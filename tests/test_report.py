@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from bertlab.lab import report
-from bertlab.lab import sweep
+from bertlab.lab.study import load_study
 from bertlab.commands import report as report_cmd
 
 SPEC = {
@@ -151,7 +151,7 @@ def test_seed_placeholder_in_a_metric_path_reads_that_seeds_record(tmp_path):
         write_json(runs / "a" / f"seed_{seed}" / "ft" / "summary.json",
                    {"eval": {"accuracy": {"median": 0.5}},
                     "per_seed": {str(seed): {"best_epoch": epoch}}})
-    study = sweep.load_study(str(study_dir))
+    study = load_study(str(study_dir))
     metric = {"stage": "ft", "file": "summary.json", "path": "per_seed.{seed}.best_epoch"}
     assert report.read_metric(study, metric, "a", 0).value == 2.0
     assert report.read_metric(study, metric, "a", 1).value == 3.0

@@ -1,5 +1,6 @@
-"""The sweep runner: study validation, expansion into runs, dry-run text, resumable running, and
-the example study end to end (4 tiny fine-tunes as subprocesses, then its report)."""
+"""Sweeps: study validation (bertlab.lab.study), expansion into runs (bertlab.lab.plan), dry-run
+text and resumable running (bertlab.lab.runner), and the example study end to end (4 tiny
+fine-tunes as subprocesses, then its report)."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from bertlab.lab import sweep
+from bertlab.lab.plan import plan
+from bertlab.lab.runner import sweep
+from bertlab.lab.study import load_study, parse_study
 from bertlab.commands import sweep as sweep_cmd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ def base_spec(**overrides):
 
 def parse(spec, tmp_path, runs_dir=None):
     path = tmp_path / "experiments" / "study" / "sweep.py"
-    return sweep.parse_study(spec, str(path), runs_dir=runs_dir)
+    return parse_study(spec, str(path), runs_dir=runs_dir)
 
 
 # ---------------------------------------------------------------- validation
@@ -93,14 +96,14 @@ def test_load_study_accepts_directory_or_file_and_reports_import_errors(tmp_path
     study_dir = tmp_path / "experiments" / "s"
     study_dir.mkdir(parents=True)
     (study_dir / "sweep.py").write_text("def get_study():\n    return " + repr(base_spec()) + "\n")
-    by_dir = sweep.load_study(str(study_dir))
-    by_file = sweep.load_study(str(study_dir / "sweep.py"))
+    by_dir = load_study(str(study_dir))
+    by_file = load_study(str(study_dir / "sweep.py"))
     assert by_dir == by_file
     assert by_dir.root == str(tmp_path)               # the parent of experiments/
     assert by_dir.runs_dir == str(tmp_path / "runs" / "s")
     (study_dir / "sweep.py").write_text("def get_study(:\n")
     with pytest.raises(ValueError, match=r"sweep\.py: importing the study failed: SyntaxError"):
-        sweep.load_study(str(study_dir))
+        load_study(str(study_dir))
 
 
 # ---------------------------------------------------------------- expansion
@@ -109,7 +112,7 @@ def test_load_study_accepts_directory_or_file_and_reports_import_errors(tmp_path
 def test_plan_expands_levels_placeholders_and_arm_extras(tmp_path, monkeypatch):
     monkeypatch.setenv("BERTLAB_SHARED", str(tmp_path / "shared"))
     study = parse(base_spec(), tmp_path)
-    runs = sweep.plan(study)
+    runs = plan(study)
     # vocab once, then per (arm, seed): pretrain, finetune
     assert [(r.arm, r.seed, r.stage.name) for r in runs] == [
         (None, None, "vocab"), ("a", 0, "pretrain"), ("a", 0, "finetune"),
@@ -122,13 +125,13 @@ def test_plan_expands_levels_placeholders_and_arm_extras(tmp_path, monkeypatch):
                                "--config.init_from=runs/study/b/seed_1/pretrain")
     assert runs[8].done_path == str(tmp_path / "runs/study/b/seed_1/finetune/summary.json")
     # a subset; study-level stages still come first
-    subset = sweep.plan(study, arms=["b"], seeds=[1])
+    subset = plan(study, arms=["b"], seeds=[1])
     assert [(r.arm, r.seed, r.stage.name) for r in subset] == [
         (None, None, "vocab"), ("b", 1, "pretrain"), ("b", 1, "finetune")]
     with pytest.raises(ValueError, match="unknown arm 'c'"):
-        sweep.plan(study, arms=["c"])
+        plan(study, arms=["c"])
     with pytest.raises(ValueError, match="seed 5 is not in"):
-        sweep.plan(study, seeds=[5])
+        plan(study, seeds=[5])
 
 
 def test_grid_arm_names_and_argv(tmp_path):
@@ -148,7 +151,7 @@ def test_shared_and_runs_placeholders_and_quoting(tmp_path, monkeypatch):
     spec = base_spec(stages=[stage("s", ["vocab", "--corpus", "{shared}/data/a b.txt",
                                          "--out", "{runs}/x", "{study}", "{arm}"])],
                      arms={"a": {}}, metric={"name": "m", "stage": "s", "file": "f", "path": "p"})
-    run, = sweep.plan(parse(spec, tmp_path), seeds=[0])
+    run, = plan(parse(spec, tmp_path), seeds=[0])
     assert run.command == ("bertlab vocab --corpus '../shared/data/a b.txt' --out runs/study/x "
                            "experiments/study a")
 
@@ -252,9 +255,9 @@ def example_runs(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        study = sweep.load_study(str(EXAMPLE), runs_dir=str(runs))
+        study = load_study(str(EXAMPLE), runs_dir=str(runs))
         lines = []
-        code = sweep.sweep(study, sweep.plan(study), out=lines.append, echo=lambda data: None)
+        code = sweep(study, plan(study), out=lines.append, echo=lambda data: None)
     finally:
         for key, value in saved.items():
             if value is None:

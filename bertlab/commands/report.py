@@ -24,10 +24,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from bertlab.lab import report
-    from bertlab.lab import sweep
+    from bertlab.lab.plan import display_path
+    from bertlab.lab.study import load_study
 
     try:
-        study = sweep.load_study(args.study, runs_dir=args.runs_dir)
+        study = load_study(args.study, runs_dir=args.runs_dir)
     except ValueError as e:
         print(f"bertlab {PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -37,5 +38,5 @@ def main(argv: list[str]) -> int:
         print(f"bertlab {PROG}: {e}", file=sys.stderr)
         return 1
     print("\n".join(report.results_table(collected)))
-    print(f"wrote {sweep.display_path(os.path.abspath(out), os.getcwd())}")
+    print(f"wrote {display_path(os.path.abspath(out), os.getcwd())}")
     return 0

@@ -38,17 +38,19 @@ def main(argv: list[str]) -> int:
                         help="after a failed stage, go on with the runs that do not need it")
     args = parser.parse_args(argv)
 
-    from bertlab.lab import sweep
+    from bertlab.lab.plan import plan
+    from bertlab.lab.runner import sweep
+    from bertlab.lab.study import load_study
 
     try:
-        study = sweep.load_study(args.study, runs_dir=args.runs_dir)
+        study = load_study(args.study, runs_dir=args.runs_dir)
         seeds = parse_list(args.seeds, int)
-        runs = sweep.plan(study, arms=parse_list(args.arms), seeds=seeds)
+        runs = plan(study, arms=parse_list(args.arms), seeds=seeds)
     except ValueError as e:         # StudyError, or a --seeds entry that is not an integer
         print(f"bertlab {PROG}: error: {e}", file=sys.stderr)
         return 2
     try:
-        return sweep.sweep(study, runs, dry_run=args.dry_run, keep_going=args.keep_going,
+        return sweep(study, runs, dry_run=args.dry_run, keep_going=args.keep_going,
                            out=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         print(f"\nbertlab {PROG}: interrupted; rerun the same command to resume "

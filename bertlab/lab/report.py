@@ -17,7 +17,9 @@ import platform
 from dataclasses import dataclass, field
 
 from bertlab.lab import stats
-from bertlab.lab import sweep as sweep_lib
+from bertlab.lab.plan import display_path, expand, plan, stage_workdir
+from bertlab.lab.runner import git_state, machine, read_record
+from bertlab.lab.study import Study, shared_root
 
 
 class ReportError(ValueError):
@@ -57,7 +59,7 @@ class ArmResults:
 
 @dataclass
 class Collected:
-    study: sweep_lib.Study
+    study: Study
     arms: list                     # ArmResults, in the study's order
     total_seconds: float           # every recorded stage run (study/arm/seed levels)
     stage_runs: int                # how many stage runs that is
@@ -67,10 +69,10 @@ class Collected:
     loads: list                    # 1-minute load average at each recorded stage start
 
 
-def read_metric(study: sweep_lib.Study, metric: dict, arm: str, seed: int) -> Cell:
+def read_metric(study: Study, metric: dict, arm: str, seed: int) -> Cell:
     stage = study.stage(metric["stage"])
-    workdir = sweep_lib.stage_workdir(study, stage, arm, seed)
-    done = os.path.join(workdir, sweep_lib.expand(study, stage, stage.done, arm, seed))
+    workdir = stage_workdir(study, stage, arm, seed)
+    done = os.path.join(workdir, expand(study, stage, stage.done, arm, seed))
     if not os.path.exists(done):
         return Cell(missing="unfinished" if os.path.isdir(workdir) else "not run")
     path = os.path.join(workdir, metric["file"])
@@ -90,7 +92,7 @@ def read_metric(study: sweep_lib.Study, metric: dict, arm: str, seed: int) -> Ce
     return Cell(value=float(value) * float(metric.get("scale", 1.0)))
 
 
-def collect(study: sweep_lib.Study) -> Collected:
+def collect(study: Study) -> Collected:
     arms = []
     for arm in study.arms:
         result = ArmResults(arm=arm, extras=[{} for _ in study.extra_metrics])
@@ -101,8 +103,8 @@ def collect(study: sweep_lib.Study) -> Collected:
         arms.append(result)
     by_arm = {a.arm: a for a in arms}
     total, count, commits, machines, loads, dirty = 0.0, 0, [], [], [], False
-    for run in sweep_lib.plan(study):
-        record = sweep_lib.read_record(run)
+    for run in plan(study):
+        record = read_record(run)
         if not record or record.get("seconds") is None:
             continue
         total += float(record["seconds"])
@@ -226,15 +228,15 @@ def per_seed_table(collected: Collected) -> list[str]:
     return table(rows, header)
 
 
-def study_args(study: sweep_lib.Study) -> str:
+def study_args(study: Study) -> str:
     """`experiments/<study>` as sweep and report take it (plus --runs-dir if one was given)."""
-    where = sweep_lib.display_path(study.directory, study.root)
+    where = display_path(study.directory, study.root)
     if study.runs_dir_override:
-        where += f" --runs-dir {sweep_lib.display_path(study.runs_dir, study.root)}"
+        where += f" --runs-dir {display_path(study.runs_dir, study.root)}"
     return where
 
 
-def commands_section(study: sweep_lib.Study) -> list[str]:
+def commands_section(study: Study) -> list[str]:
     root = study.root
     lines = ["## Commands", "",
              "From the repository root; the sweep skips stages already done, so the same line "
@@ -244,11 +246,11 @@ def commands_section(study: sweep_lib.Study) -> list[str]:
              f"Each stage below is one `bertlab` command, run once per arm and seed (or once per "
              f"arm / once in all, as stated) with the arm's extra arguments appended; the sweep "
              f"fills in `{{seed}}`, `{{arm}}`, `{{workdir}}` (`"
-             f"{sweep_lib.display_path(study.runs_dir, root)}/<arm>/seed_<seed>/<stage>`), "
+             f"{display_path(study.runs_dir, root)}/<arm>/seed_<seed>/<stage>`), "
              f"`{{stage:NAME}}` (that stage's workdir) and `{{shared}}` "
-             f"(`{sweep_lib.display_path(sweep_lib.shared_root(root), root)}`). Seeds: "
+             f"(`{display_path(shared_root(root), root)}`). Seeds: "
              f"{', '.join(map(str, study.seeds))}.", ""]
-    runs = sweep_lib.plan(study)
+    runs = plan(study)
     for stage in study.stages:
         template = "bertlab " + " ".join(stage.argv)
         lines += [f"**{stage.name}** (per {stage.per}; done when `{stage.done}` exists):", "",
@@ -290,7 +292,7 @@ def load_note(loads: list) -> str:
 def render(collected: Collected, *, now: datetime.datetime | None = None) -> str:
     study = collected.study
     metric = study.metric
-    commit, dirty = sweep_lib.git_state(study.root)
+    commit, dirty = git_state(study.root)
     now = now or datetime.datetime.now().astimezone()
     direction = "higher is better" if metric.get("higher_is_better", True) else "lower is better"
     runs_commits = ", ".join(f"`{c}`" for c in collected.commits) or DASH
@@ -305,7 +307,7 @@ def render(collected: Collected, *, now: datetime.datetime | None = None) -> str
         f"{' (some with modified tracked files)' if collected.dirty else ''}",
         f"- Machine: {machine_line()}"
         + (f"; runs on: {'; '.join(collected.machines)}"
-           if collected.machines and collected.machines != [sweep_lib.machine()] else ""),
+           if collected.machines and collected.machines != [machine()] else ""),
         f"- Wall time: {fmt_duration(collected.total_seconds if collected.stage_runs else None)} "
         f"in all ({collected.stage_runs} stage runs, study- and arm-level stages included)"
         + load_note(collected.loads),
@@ -332,7 +334,7 @@ def render(collected: Collected, *, now: datetime.datetime | None = None) -> str
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(study: sweep_lib.Study, out: str | None = None) -> tuple[str, str, Collected]:
+def write_report(study: Study, out: str | None = None) -> tuple[str, str, Collected]:
     """Collects and renders; writes `out` (default <study>/results.md) atomically. Raises
     ReportError when no (arm, seed) has a result."""
     collected = collect(study)
