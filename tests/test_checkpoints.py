@@ -396,3 +396,32 @@ def test_convert_command_round_trip_and_refusal(tmp_path, reference_pretraining,
     save_bertlab(tmp_path / "preln", dataclasses.replace(config, pre_ln=True), {"bert": params["bert"]})
     assert main(["convert", "--from", "bertlab", str(tmp_path / "preln"), "--to", "hf", str(tmp_path / "x")]) == 2
     assert "pre_ln=True has no transformers equivalent" in capsys.readouterr().err
+
+
+def test_truncated_weights_are_one_line_naming_the_file(tmp_path, capsys):
+    """A cut download: safetensors' SafetensorError ('incomplete metadata, file not fully
+    covered') becomes a CheckpointError naming the file, and `bertlab convert` one line, exit 2."""
+    import os
+
+    from bertlab.cli import main
+
+    config = BertConfig(vocab_size=61, hidden_size=24, num_layers=1, num_heads=2,
+                        intermediate_size=40, max_position_embeddings=20)
+    params = random_params(BertModel(config), config)
+    hf.save_hf(tmp_path / "hf", config, params)
+    save_bertlab(tmp_path / "ours", config, {"bert": params})
+    for weights in (tmp_path / "hf" / "model.safetensors", tmp_path / "ours" / "params.safetensors"):
+        os.truncate(weights, weights.stat().st_size // 2)
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(weights))}: not a readable "
+                                                  r"safetensors file \(.*\); the file is damaged"):
+            load_pretrained(weights.parent)
+        layout = "hf" if weights.parent.name == "hf" else "bertlab"
+        assert main(["convert", "--from", layout, str(weights.parent), "--to", "bertlab",
+                     str(tmp_path / f"out_{layout}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"bertlab convert: {weights}: not a readable")
+    (tmp_path / "msgpack").mkdir()
+    (tmp_path / "msgpack" / "config.json").write_text(json.dumps({**HF_TINY, "model_type": "bert"}))
+    (tmp_path / "msgpack" / "flax_model.msgpack").write_bytes(b"\x82\xa4bert\x81")  # cut short
+    with pytest.raises(CheckpointError, match=r"flax_model.msgpack: not a readable msgpack file"):
+        load_pretrained(tmp_path / "msgpack")

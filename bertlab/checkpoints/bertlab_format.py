@@ -51,7 +51,7 @@ def save_bertlab(directory: str | os.PathLike, config: BertConfig, params: Mappi
 def load_bertlab(directory: str | os.PathLike) -> tuple[BertConfig, dict, pathlib.Path | None]:
     """(config, params tree exactly as saved, vocab.txt path or None)."""
     from flax.traverse_util import unflatten_dict
-    from safetensors import safe_open
+    from bertlab.checkpoints.hf import open_safetensors, read_safetensor
 
     directory = pathlib.Path(directory)
     for name in (CONFIG_FILE, PARAMS_FILE):
@@ -59,11 +59,12 @@ def load_bertlab(directory: str | os.PathLike) -> tuple[BertConfig, dict, pathli
             raise CheckpointError(f"{directory / name} not found: not a bertlab export directory")
     config = config_from_dict(json.loads((directory / CONFIG_FILE).read_text()),
                               source=str(directory / CONFIG_FILE))
-    with safe_open(str(directory / PARAMS_FILE), framework="numpy") as handle:
+    with open_safetensors(directory / PARAMS_FILE) as handle:
         metadata = handle.metadata() or {}
         if metadata.get("format") != FORMAT:
             raise CheckpointError(f"{directory / PARAMS_FILE}: metadata format is "
                                   f"{metadata.get('format')!r}, expected {FORMAT!r}")
-        params = unflatten_dict({tuple(key.split("/")): handle.get_tensor(key) for key in handle.keys()})
+        params = unflatten_dict({tuple(key.split("/")): read_safetensor(
+            handle, key, directory / PARAMS_FILE) for key in handle.keys()})
     vocab = directory / VOCAB_FILE
     return config, params, (vocab if vocab.is_file() else None)

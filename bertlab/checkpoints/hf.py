@@ -16,6 +16,7 @@ import pathlib
 import pickle
 import shutil
 import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -123,16 +124,42 @@ def _renamed(shapes: Mapping[str, tuple], read, description: str) -> TensorSourc
                         ignorable=HF_IGNORABLE)
 
 
-def _safetensors_source(files: list[pathlib.Path], description: str) -> TensorSource:
-    from safetensors import safe_open
+DAMAGED = "the file is damaged or incomplete (an interrupted download or copy?): fetch or " \
+          "convert it again"
 
-    handles, shapes = {}, {}
+
+def open_safetensors(file: str | os.PathLike):
+    """safe_open, with a truncated or damaged file as a CheckpointError naming it (safetensors'
+    own SafetensorError says 'incomplete metadata, file not fully covered' and no file)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{file}: no such file")
+    try:
+        return safe_open(str(file), framework="numpy")
+    except SafetensorError as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e}); {DAMAGED}") \
+            from None
+
+
+def read_safetensor(handle, name: str, file: str | os.PathLike) -> np.ndarray:
+    from safetensors import SafetensorError
+
+    try:
+        return handle.get_tensor(name)
+    except SafetensorError as e:
+        raise CheckpointError(f"{file}: tensor {name!r} cannot be read ({e}); {DAMAGED}") \
+            from None
+
+
+def _safetensors_source(files: list[pathlib.Path], description: str) -> TensorSource:
+    handles, shapes, where = {}, {}, {}
     for file in files:
-        handle = safe_open(str(file), framework="numpy")
+        handle = open_safetensors(file)
         for name in handle.keys():
-            handles[name] = handle
+            handles[name], where[name] = handle, file
             shapes[name] = tuple(handle.get_slice(name).get_shape())
-    return _renamed(shapes, lambda n: handles[n].get_tensor(n), description)
+    return _renamed(shapes, lambda n: read_safetensor(handles[n], n, where[n]), description)
 
 
 def _flax_msgpack_source(file: pathlib.Path) -> TensorSource:
@@ -140,7 +167,11 @@ def _flax_msgpack_source(file: pathlib.Path) -> TensorSource:
     from flax.serialization import msgpack_restore
     from flax.traverse_util import flatten_dict
 
-    tree = msgpack_restore(file.read_bytes())
+    try:
+        tree = msgpack_restore(file.read_bytes())
+    except ValueError as e:  # msgpack's ExtraData / OutOfData / FormatError are ValueErrors
+        raise CheckpointError(f"{file}: not a readable msgpack file ({type(e).__name__}: {e}); "
+                              f"{DAMAGED}") from None
     tensors = {}
     for path, value in flatten_dict(tree).items():
         *scope, leaf = path
@@ -245,6 +276,14 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: legacy (pre-zip) torch format is not read; convert it "
                               f"to model.safetensors with transformers first")
+    try:
+        return _read_torch_zip(path)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise CheckpointError(f"{path}: not a readable torch archive ({type(e).__name__}: {e}); "
+                              f"{DAMAGED}") from None
+
+
+def _read_torch_zip(path: pathlib.Path) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
         if len(pickles) != 1:
