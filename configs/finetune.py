@@ -148,6 +148,7 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     table.label_names = ""               # comma-separated class names in id order; "" = from data
     table.regression = False             # labels are numbers: one output, MSE loss
     table.dev_fraction = 0.1             # a single file: this stratified part of it is "dev"
+    table.skip_unlabelled = False        # drop rows whose label cell is empty (counted) instead of failing
 
     # --- where the weights come from
     config.init_from = ""                # pretrained backbone: HF dir, Google TF checkpoint, bertlab

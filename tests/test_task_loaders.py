@@ -423,3 +423,81 @@ def test_loaders_and_metrics_import_no_heavy_framework():
             "('jax', 'flax', 'tensorflow', 'torch', 'scipy', 'transformers', 'scattertext')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------ tables: empty labels, header, encoding
+
+def test_table_empty_label_is_an_error_naming_file_line_and_column(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na,1\nb,\nc,0\n", encoding="utf-8")  # one empty cell: line 3
+    with pytest.raises(table.TableFormatError,
+                       match=r"train\.csv:3: empty label in column 'label'; fill it in, or drop "
+                             r"such rows with table\.skip_unlabelled=True"):
+        load_task("csv", str(path), "all")
+    jsonl = write_lines(tmp_path / "train.jsonl", [json.dumps({"text": "a", "label": "x"}),
+                                                   json.dumps({"text": "b", "label": None}),
+                                                   json.dumps({"text": "c", "label": "y"})])
+    with pytest.raises(table.TableFormatError, match=r"train\.jsonl:2: empty label in column"):
+        load_task("jsonl", str(jsonl), "all")
+
+
+def test_table_empty_label_rows_dropped_with_skip_unlabelled(tmp_path, caplog):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na,1\nb,\nc,0\nd,  \ne,1\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        spec, rows = load_task("csv", str(path), "all", skip_unlabelled=True)
+    assert spec.label_names == ("0", "1")  # not ("", "0", "1"): no third class from the gaps
+    assert rows.texts == ["a", "c", "e"] and rows.labels.tolist() == [1, 0, 1]
+    assert rows.dropped == 2
+    assert "train.csv: dropped 2 row(s) with an empty label in column 'label'" in caplog.text
+    # string labels, and the stratified dev part of a single file, skip them the same way
+    path.write_text("text,label\n" + "".join(f"t{i},{'pos' if i % 2 else 'neg'}\n"
+                                            for i in range(20)) + "u,\n", encoding="utf-8")
+    spec, dev = load_task("csv", str(path), "dev", skip_unlabelled=True)
+    assert spec.label_names == ("neg", "pos") and len(dev) == 2 and dev.dropped == 1
+
+
+def test_table_test_file_with_an_empty_label_column_reads_unlabelled(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\na,cat\nb,dog\n", encoding="utf-8")
+    (tmp_path / "test.csv").write_text("text,label\ne,\nf,\n", encoding="utf-8")
+    spec, test = load_task("csv", str(tmp_path), "test")
+    assert spec.label_names == ("cat", "dog")
+    assert test.texts == ["e", "f"] and test.labels.tolist() == [-1, -1] and not test.is_labelled
+    (tmp_path / "test.csv").write_text("text,label\ne,\nf,dog\n", encoding="utf-8")
+    with pytest.raises(table.TableFormatError, match=r"test\.csv:2: empty label in column 'label'"):
+        load_task("csv", str(tmp_path), "test")
+
+
+def test_table_missing_column_is_reported_at_the_header(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,target\na,1\nb,0\n", encoding="utf-8")
+    with pytest.raises(table.TableFormatError,
+                       match=r"train\.csv:1: the header has no column 'label'; available "
+                             r"columns: text, target$"):
+        load_task("csv", str(path), "all")
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\nx\t1\n", encoding="utf-8")
+    with pytest.raises(table.TableFormatError, match=r"train\.tsv:1: the header has no column "
+                                                     r"'text'; available columns: sentence, label"):
+        load_task("tsv", str(tsv), "all")
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("text\n", encoding="utf-8")  # no data rows: still the header's fault
+    with pytest.raises(table.TableFormatError, match=r"h\.csv:1: the header has no column 'label'"):
+        load_task("csv", str(header_only), "all")
+
+
+def test_table_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,label\nok,1\ncaf\u00e9,0\n".encode("latin-1"))
+    with pytest.raises(table.TableFormatError, match=r"latin1\.csv:3: not UTF-8 \(byte 0xe9 at "
+                                                     r"column 4\); convert the file to UTF-8"):
+        load_task("csv", str(path), "all")
+    gz = tmp_path / "train.jsonl.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(b'{"text": "a", "label": 1}\n{"text": "\xff", "label": 0}\n')
+    with pytest.raises(table.TableFormatError, match=r"train\.jsonl\.gz:2: not UTF-8 \(byte 0xff"):
+        load_task("jsonl", str(gz), "all")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbftext,label\r\na,1\r\nb,0\r\n")  # Excel's UTF-8 CSV
+    spec, rows = load_task("csv", str(bom), "all")
+    assert rows.texts == ["a", "b"] and rows.labels.tolist() == [1, 0]

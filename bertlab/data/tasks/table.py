@@ -13,6 +13,11 @@ Labels, in order of precedence:
 - otherwise labels are strings and the class ids follow the sorted label names. When a folder of
   split files is loaded, the names come from every split file in it, so train, dev and test agree.
 
+A row whose label cell is empty (or null in JSONL) is an error naming file:line and the column,
+unless `skip_unlabelled=True` (config `table.skip_unlabelled`): then such rows are dropped, counted
+in `Split.dropped` and reported in a warning. A test file whose label cells are all empty reads
+as unlabelled. A column the mapping names but a CSV/TSV header lacks is reported at the header.
+
 CSV is read with standard quoting (as spreadsheets and pandas write it); TSV without any quoting
 (as GLUE and most research TSVs are written); `quoted=` overrides either.
 """
@@ -25,6 +30,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import logging
 import lzma
 import math
 import os
@@ -40,6 +46,8 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"
 _COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _SPLIT_FILE_STEMS = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
 _INTEGER = re.compile(r"-?\d+")
+
+log = logging.getLogger(__name__)
 
 
 class TableFormatError(ValueError):
@@ -78,16 +86,21 @@ def read_raw_table(path: str, *, text: str, text_pair: str | None = None,
                    label: str | None = "label", id_column: str | None = None,
                    format: str | None = None, quoted: bool | None = None,
                    drop_labels: Sequence[str] = (), limit: int | None = None,
-                   require_label: bool = True) -> RawTable:
+                   require_label: bool = True, skip_unlabelled: bool = False) -> RawTable:
     """The mapped columns of one file. Rows whose label is in `drop_labels` are counted in
-    `dropped`; without `require_label`, a file that lacks the label column reads as unlabelled."""
+    `dropped`, and so are rows with an empty label cell under `skip_unlabelled` (else they are an
+    error); without `require_label`, a file that lacks the label column, or whose label cells are
+    all empty, reads as unlabelled."""
     fmt = table_format(path, format)
+    required = [c for c in (text, text_pair, id_column) if c is not None]
+    if require_label and label is not None:
+        required.append(label)
     with _open_text(path) as f:
         records = _jsonl_records(f, path) if fmt == "jsonl" else _delimited_records(
-            f, path, fmt, quoted)
+            f, path, fmt, quoted, required)
         return _map_columns(records, path, text=text, text_pair=text_pair, label=label,
                             id_column=id_column, drop_labels=set(drop_labels), limit=limit,
-                            require_label=require_label)
+                            require_label=require_label, skip_unlabelled=skip_unlabelled)
 
 
 def label_space(raw_labels: Sequence[str]) -> tuple[str, ...]:
@@ -139,11 +152,12 @@ def read_table(path: str, *, text: str = "text", text_pair: str | None = None,
                label_names: Sequence[str] | None = None, regression: bool = False,
                format: str | None = None, quoted: bool | None = None,
                drop_labels: Sequence[str] = (), limit: int | None = None,
-               name: str = "csv") -> tuple[TaskSpec, Split]:
+               skip_unlabelled: bool = False, name: str = "csv") -> tuple[TaskSpec, Split]:
     """One file as a task: its spec (label names from this file unless given) and all its rows.
     `label=None` reads an unlabelled file; it then needs `label_names` or `regression`."""
     raw = read_raw_table(path, text=text, text_pair=text_pair, label=label, id_column=id_column,
-                         format=format, quoted=quoted, drop_labels=drop_labels, limit=limit)
+                         format=format, quoted=quoted, drop_labels=drop_labels, limit=limit,
+                         skip_unlabelled=skip_unlabelled)
     if label_names is None and not regression:
         if raw.raw_labels is None:
             raise ValueError(f"{path}: an unlabelled table needs label_names= or regression=True")
@@ -182,7 +196,7 @@ def load_table_task(data_dir: str, split: str, *, text: str = "text",
                     regression: bool = False, format: str | None = None,
                     quoted: bool | None = None, drop_labels: Sequence[str] = (),
                     limit: int | None = None, dev_fraction: float = 0.1, seed: int = 0,
-                    name: str = "csv") -> tuple[TaskSpec, Split]:
+                    skip_unlabelled: bool = False, name: str = "csv") -> tuple[TaskSpec, Split]:
     """A split of a table task. `data_dir` is either
 
     - one file: split "all" is every row; "train" and "dev" are a stratified_split of it with
@@ -190,9 +204,13 @@ def load_table_task(data_dir: str, split: str, *, text: str = "text",
     - a folder of `train`, `dev` (or `validation`, `val`) and `test` files (.csv/.tsv/.jsonl):
       split names one of them, a test file may lack the label column (labels -1), and string
       label names are collected from every split file so all splits share one mapping.
+
+    `skip_unlabelled` drops rows whose label cell is empty (counted in `Split.dropped`) instead
+    of refusing the file.
     """
     mapping = dict(text=text, text_pair=text_pair, label=label, id_column=id_column,
-                   format=format, quoted=quoted, drop_labels=drop_labels)
+                   format=format, quoted=quoted, drop_labels=drop_labels,
+                   skip_unlabelled=skip_unlabelled)
     if os.path.isdir(data_dir):
         files = _split_files(data_dir)
         if split not in files:
@@ -260,16 +278,49 @@ def _all_raw_labels(files: dict[str, str], mapping: dict) -> list[str]:
     return labels
 
 
-def _open_text(path: str) -> IO[str]:
-    opener = _COMPRESSION.get(os.path.splitext(path)[1])
-    if opener is not None:
-        return opener(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+class _Utf8Lines:
+    """The lines of a (possibly compressed) file, decoded one at a time, so that a byte that is
+    not UTF-8 is reported at its line (a text-mode file decodes 8 KiB blocks ahead of the csv
+    reader, which then cannot say where it was). Line endings are kept, as csv needs."""
+
+    def __init__(self, path: str):
+        opener = _COMPRESSION.get(os.path.splitext(path)[1], open)
+        self.path = path
+        self.name = path
+        self._file = opener(path, "rb")
+        self._line = 0
+
+    def __iter__(self) -> "_Utf8Lines":
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._file)
+        self._line += 1
+        if self._line == 1 and raw.startswith(b"\xef\xbb\xbf"):  # the BOM spreadsheets write
+            raw = raw[3:]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise TableFormatError(
+                f"{self.path}:{self._line}: not UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                f"{len(raw[:err.start].decode('utf-8', 'replace')) + 1}); convert the file to "
+                f"UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+    def __enter__(self) -> "_Utf8Lines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
 
 
-def _delimited_records(f: IO[str], path: str, fmt: str,
-                       quoted: bool | None) -> Iterator[tuple[int, list[str], dict]]:
-    """(line, header, record) for every non-blank row; the first row is the header."""
+def _open_text(path: str) -> _Utf8Lines:
+    return _Utf8Lines(path)
+
+
+def _delimited_records(f: IO[str], path: str, fmt: str, quoted: bool | None,
+                       required: Sequence[str] = ()) -> Iterator[tuple[int, list[str], dict]]:
+    """(line, header, record) for every non-blank row; the first row is the header, which must
+    hold every `required` column (else the error points at the header, not at a data row)."""
     if quoted is None:
         quoted = fmt == "csv"
     delimiter = "," if fmt == "csv" else "\t"
@@ -278,6 +329,11 @@ def _delimited_records(f: IO[str], path: str, fmt: str,
         header = next(rows, None)
         if header is None:
             raise TableFormatError(f"{path}: file is empty (expected a header line)")
+        missing = [column for column in required if column not in header]
+        if missing:
+            raise TableFormatError(
+                f"{path}:{rows.line_num}: the header has no column {missing[0]!r}; available "
+                f"columns: {', '.join(header)}")
         for row in rows:
             if not row:
                 continue
@@ -330,13 +386,14 @@ def _json_cell(value) -> str | None:
 
 
 def _map_columns(records, path, *, text, text_pair, label, id_column, drop_labels, limit,
-                 require_label) -> RawTable:
+                 require_label, skip_unlabelled=False) -> RawTable:
     texts: list[str] = []
     pairs: list[str] = []
     labels: list[str] = []
     ids: list[str] = []
     lines: list[int] = []
     dropped = 0
+    empty: list[int] = []  # row indices whose label cell is empty (or JSON null / absent)
     has_label = None
     for line, columns, record in records:
         if limit is not None and len(texts) >= limit:
@@ -344,8 +401,12 @@ def _map_columns(records, path, *, text, text_pair, label, id_column, drop_label
         if has_label is None:  # decided by the header, or the first JSON object
             has_label = label is not None and (label in columns or require_label)
         if has_label:
-            value = _cell(record, label, columns, path, line).strip()
-            if value in drop_labels:
+            value = _label_cell(record, label, columns, path, line, require_label)
+            if not value:
+                if require_label and not skip_unlabelled:
+                    raise _empty_label_error(path, line, label)
+                empty.append(len(texts))
+            elif value in drop_labels:
                 dropped += 1
                 continue
             labels.append(value)
@@ -355,6 +416,18 @@ def _map_columns(records, path, *, text, text_pair, label, id_column, drop_label
         if id_column is not None:
             ids.append(_cell(record, id_column, columns, path, line))
         lines.append(line)
+    if empty and len(empty) == len(labels) and not require_label and not skip_unlabelled:
+        has_label = False  # every label cell empty in a file that may be unlabelled (test)
+    elif empty and not skip_unlabelled:
+        raise _empty_label_error(path, lines[empty[0]], label)
+    elif empty:
+        keep = np.ones(len(texts), bool)
+        keep[empty] = False
+        texts, labels, lines = (_kept(texts, keep), _kept(labels, keep), _kept(lines, keep))
+        pairs, ids = _kept(pairs, keep), _kept(ids, keep)
+        log.warning("%s: dropped %d row(s) with an empty label in column %r "
+                    "(table.skip_unlabelled)", path, len(empty), label)
+        dropped += len(empty)
     if not texts:
         raise TableFormatError(f"{path}: no rows" + (f" (all {dropped} had a dropped label)"
                                                       if dropped else ""))
@@ -362,6 +435,26 @@ def _map_columns(records, path, *, text, text_pair, label, id_column, drop_label
                     raw_labels=labels if has_label else None,
                     ids=ids if id_column is not None else None, lines=lines, dropped=dropped,
                     source=path)
+
+
+def _kept(values: list, keep: np.ndarray) -> list:
+    return [value for value, kept in zip(values, keep) if kept] if values else values
+
+
+def _label_cell(record: dict, label: str, columns: list[str], path: str, line: int,
+                require_label: bool) -> str:
+    """The stripped label; "" for an empty cell or JSON null. A JSON object without the key is
+    a missing column when labels are required (a misnamed column shows at once), else empty."""
+    if label not in record and not require_label:
+        return ""
+    if record.get(label, "") is None:
+        return ""
+    return _cell(record, label, columns, path, line).strip()
+
+
+def _empty_label_error(path: str, line: int, label: str) -> TableFormatError:
+    return TableFormatError(f"{path}:{line}: empty label in column {label!r}; fill it in, or "
+                            f"drop such rows with table.skip_unlabelled=True")
 
 
 def _cell(record: dict, column: str, columns: list[str], path: str, line: int) -> str:
