@@ -124,11 +124,11 @@ def _file_being_read(traceback: types.TracebackType | None) -> str | None:
 
 def describe_decode_error(error: UnicodeDecodeError) -> str:
     where = _file_being_read(error.__traceback__)
-    position = f"byte {error.start}" + (f" of a {len(error.object)}-byte read"
-                                        if isinstance(error.object, (bytes, bytearray)) else "")
+    byte = (f"byte 0x{error.object[error.start]:02x}: "
+            if isinstance(error.object, (bytes, bytearray)) else "")
     what = f"{where}: " if where else ""
-    return (f"{what}not valid {error.encoding.upper()} text ({position}: "
-            f"{error.reason}); convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    return (f"{what}not valid {error.encoding.upper()} text ({byte}{error.reason}); convert the "
+            f"file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
 def one_line(error: BaseException) -> str | None:

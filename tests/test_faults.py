@@ -251,3 +251,60 @@ def test_checkpoint_save_on_a_real_full_disk(tmp_path):
         assert ckpt.verify_files(str(disk / "run"), 10) is None
         restored, meta = ckpt.restore_params(str(disk / "run"), step=10)
         np.testing.assert_array_equal(restored["w"], np.asarray(params["w"]))
+
+
+# ------------------------------------------------------------------ the cli's generic mapping
+
+def fake_command(monkeypatch, main):
+    """Registers `bertlab fake` whose main() is `main`."""
+    module = types.ModuleType("bertlab.commands.fake")
+    module.main = main
+    monkeypatch.setitem(sys.modules, "bertlab.commands.fake", module)
+    monkeypatch.setitem(cli.COMMANDS, "fake", "a test command")
+
+
+def test_undecodable_file_is_named_by_the_cli(tmp_path, monkeypatch, capsys):
+    """A reader that opens a file strictly as UTF-8 (predict, evaluate) raises a
+    UnicodeDecodeError that names no file; the cli finds the file being read and names it."""
+    latin = tmp_path / "reviews.txt"
+    latin.write_bytes("fine\ncaf\u00e9 au lait\n".encode("latin-1"))
+
+    def read_lines(lines):
+        return [line.strip() for line in lines]
+
+    def main(argv):
+        with open(argv[0], encoding="utf-8") as f:
+            return len(read_lines(f))
+
+    fake_command(monkeypatch, main)
+    monkeypatch.delenv("BERTLAB_DEBUG", raising=False)
+    assert cli.main(["fake", str(latin)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bertlab fake: error: {latin}: not valid UTF-8 text (byte 0xe9: invalid "
+                   f"continuation byte); convert the file to UTF-8 (e.g. iconv -f latin1 "
+                   f"-t utf-8)"]
+    monkeypatch.setenv("BERTLAB_DEBUG", "1")  # the traceback, for a bug report
+    with pytest.raises(UnicodeDecodeError):
+        cli.main(["fake", str(latin)])
+
+
+def test_cli_one_line_for_os_errors_and_traceback_for_bugs(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("BERTLAB_DEBUG", raising=False)
+    target = tmp_path / "out.bin"
+
+    def full(argv):
+        with open(target, "wb") as f:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    fake_command(monkeypatch, full)
+    assert cli.main(["fake"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"bertlab fake: error: {target}: no space left on device (free some space or write "
+        f"elsewhere)")
+
+    def bug(argv):
+        return {}["missing"]
+
+    fake_command(monkeypatch, bug)
+    with pytest.raises(KeyError):
+        cli.main(["fake"])
