@@ -308,3 +308,37 @@ def test_cli_one_line_for_os_errors_and_traceback_for_bugs(tmp_path, monkeypatch
     fake_command(monkeypatch, bug)
     with pytest.raises(KeyError):
         cli.main(["fake"])
+
+
+# ------------------------------------------------------- nothing finished is lost by a resume
+
+def test_run_files_keep_a_finished_run_until_the_new_one_finishes(tmp_path):
+    from bertlab import run_files
+
+    w = str(tmp_path)
+    first = {"train": {"num_steps": 20}}
+    run_files.record_start(w, first)
+    assert json.loads((tmp_path / "config.json").read_text()) == first
+    run_files.record_finish(w, {"step": 20, "loss": 2.0})
+    # a resume to 40 steps that then fails (NaN, full disk): the finished run's files stay
+    second = {"train": {"num_steps": 40}}
+    assert run_files.record_start(w, second) == str(tmp_path / "config.pending.json")
+    assert json.loads((tmp_path / "config.json").read_text()) == first
+    assert json.loads((tmp_path / "final_metrics.json").read_text())["step"] == 20
+    # ... and when it does finish, the new files replace them, the old ones kept beside
+    run_files.record_finish(w, {"step": 40, "loss": 1.5})
+    assert json.loads((tmp_path / "config.json").read_text()) == second
+    assert json.loads((tmp_path / "config.previous.json").read_text()) == first
+    assert json.loads((tmp_path / "final_metrics.json").read_text())["step"] == 40
+    assert json.loads((tmp_path / "final_metrics.previous.json").read_text())["step"] == 20
+    assert not (tmp_path / "config.pending.json").exists()
+    # an unfinished run (crashed, preempted) has no results to protect: config.json at once
+    other = tmp_path / "other"
+    other.mkdir()
+    run_files.record_start(str(other), first)
+    run_files.record_start(str(other), second)
+    assert json.loads((other / "config.json").read_text()) == second
+    assert json.loads((other / "config.previous.json").read_text()) == first
+    # processes other than the main one write nothing
+    run_files.record_start(str(tmp_path / "nowhere"), first, is_main=False)
+    assert not (tmp_path / "nowhere").exists()
