@@ -1,5 +1,9 @@
 """Multi-head self-attention: projections, the padding bias, the rotary knob, the kernel.
 
+Packed rows (bertlab.data.packing) hold several examples; `attention_bias` given per-token
+example ids makes the bias block-diagonal, so each token sees only its own example's tokens and
+the numbers equal the unpacked ones. The same additive bias feeds both kernels.
+
 Scores and softmax run in float32 whatever the compute dtype: bfloat16 softmax over 512 keys
 loses the small weights that fine-tuning depends on, and it costs nothing at these sizes.
 """
@@ -21,41 +25,73 @@ from bertlab.models.embedding import bert_initializer, compute_dtype
 MASKED_SCORE = -1e9
 
 
-def attention_bias(attention_mask: jax.Array) -> jax.Array:
-    """(B, T) 1/0 padding mask -> (B, 1, 1, T) float32 additive bias; built once per forward."""
-    keep = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T): broadcast over heads, queries
-    return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)
+def attention_bias(attention_mask: jax.Array, example_ids: jax.Array | None = None) -> jax.Array:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) float32 additive bias; built once per forward.
+
+    With example_ids (B, T) (packed rows: 0 on padding, one id per example) the bias is
+    (B, 1, T, T): query i may see key j when both belong to the same example and j is real.
+    A padding query then sees no key at all and gets MASKED_SCORE everywhere: a uniform
+    average, finite, as an all-padding row is unpacked."""
+    if example_ids is None:
+        keep = attention_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, T): broadcast over heads, queries
+        return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)
+    same = example_ids[:, :, None] == example_ids[:, None, :]  # (B, T, T): query, key
+    keep = same & attention_mask.astype(bool)[:, None, :]  # (B, T, T)
+    return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)[:, None]  # (B, 1, T, T)
 
 
-def rotary_angles(seq_len: int, head_dim: int, base: float = 10000.0) -> jax.Array:
-    """(T, D/2) rotation angles p * base^(-2i/D) of RoFormer (Su et al. 2021)."""
+def selected_queries_bias(attention_mask: jax.Array, example_ids: jax.Array,
+                          query_index: jax.Array) -> jax.Array:
+    """Bias for the packed last layer that attends from a few tokens only (the [CLS] of each
+    example, SelfAttention's query_index): the K queries and all B*T keys form one sequence, and
+    a query sees the real keys of its own example. -> (1, 1, K, B*T) float32."""
+    key_ids = example_ids.reshape(-1)  # (B*T,)
+    query_ids = key_ids[query_index]  # (K,)
+    keep = (query_ids[:, None] == key_ids[None, :]) & attention_mask.reshape(-1).astype(bool)[None]
+    return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)[None, None]  # (1, 1, K, B*T)
+
+
+def rotary_angles(seq_len: int, head_dim: int, base: float = 10000.0,
+                  positions: jax.Array | None = None) -> jax.Array:
+    """(T, D/2) rotation angles p * base^(-2i/D) of RoFormer (Su et al. 2021) for p = 0..T-1,
+    or (B, T, D/2) for given per-token positions (B, T) (packed rows restart at 0)."""
     inv_freq = 1.0 / base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # (D/2,)
+    if positions is not None:
+        return positions.astype(jnp.float32)[..., None] * inv_freq  # (B, T, D/2)
     return jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]  # (T, D/2)
 
 
 def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
-    """Rotates feature pairs (i, i + D/2) of x (B, T, N, D) by angles (T, D/2).
+    """Rotates feature pairs (i, i + D/2) of x (B, T, N, D) by angles (T, D/2) or (B, T, D/2).
 
     Pairs are the two halves of the head ("rotate half", as GPT-NeoX and cramming), not
     interleaved neighbours; both are rotations, so norms and relative-position dot products
     behave the same.
     """
     half = x.shape[-1] // 2
-    cos = jnp.cos(angles)[None, :, None, :]  # (1, T, 1, D/2)
-    sin = jnp.sin(angles)[None, :, None, :]  # (1, T, 1, D/2)
+    angles = angles[None] if angles.ndim == 2 else angles  # (1 or B, T, D/2)
+    cos = jnp.cos(angles)[:, :, None, :]  # (1 or B, T, 1, D/2)
+    sin = jnp.sin(angles)[:, :, None, :]  # (1 or B, T, 1, D/2)
     x32 = x.astype(jnp.float32)
     first, second = x32[..., :half], x32[..., half:]  # (B, T, N, D/2) each
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
     return rotated.astype(x.dtype)  # (B, T, N, D)
 
 
-def rotary_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Queries may be the first n < T positions only (SelfAttention's num_queries)."""
-    angles = rotary_angles(k.shape[1], k.shape[-1])  # (T, D/2)
-    return rotate(q, angles[:q.shape[1]]), rotate(k, angles)
+def rotary_qk(q: jax.Array, k: jax.Array, q_positions: jax.Array | None = None,
+              k_positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Queries may be the first n < T positions only (SelfAttention's num_queries). Given
+    positions (B, n) and (B, T) (packed rows), each token turns by its own position."""
+    if k_positions is None:
+        angles = rotary_angles(k.shape[1], k.shape[-1])  # (T, D/2)
+        return rotate(q, angles[:q.shape[1]]), rotate(k, angles)
+    head_dim = k.shape[-1]
+    return (rotate(q, rotary_angles(q.shape[1], head_dim, positions=q_positions)),
+            rotate(k, rotary_angles(k.shape[1], head_dim, positions=k_positions)))
 
 
-def unchanged_qk(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+def unchanged_qk(q: jax.Array, k: jax.Array, q_positions: jax.Array | None = None,
+                 k_positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     return q, k
 
 
@@ -69,7 +105,7 @@ QK_POSITION_TRANSFORMS: dict[str, Callable] = {
 
 
 def attention_probs(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
-    """Softmax(q k^T / sqrt(D) + bias) in float32. q, k: (B, T, N, D); bias (B, 1, 1, T)."""
+    """Softmax(q k^T / sqrt(D) + bias) in float32. q, k: (B, T, N, D); bias (B, 1, 1 or T, T)."""
     q = q / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
     scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, T, T)
     return jax.nn.softmax(scores + bias, axis=-1)
@@ -128,13 +164,29 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
-                 num_queries: int | None = None) -> jax.Array:
+                 num_queries: int | None = None, positions: jax.Array | None = None,
+                 query_index: jax.Array | None = None) -> jax.Array:
         """num_queries=n attends from the first n positions only (keys and values still cover
-        all T): a classifier's last layer needs [CLS] alone. Output (B, n, H)."""
+        all T): a classifier's last layer needs [CLS] alone. Output (B, n, H).
+
+        positions (B, T): per-token positions for rotary (packed rows); None: 0..T-1.
+        query_index (K,): flat indices into the B*T tokens to attend from (each packed
+        example's [CLS]); the B rows then act as ONE sequence of B*T keys and `bias` must be
+        selected_queries_bias's (1, 1, K, B*T). Output (1, K, H)."""
         config = self.config
+        q_positions = None
+        if query_index is not None:
+            x = x.reshape(1, -1, x.shape[-1])  # (1, B*T, H): the rows as one sequence
+            positions = positions.reshape(1, -1)  # (1, B*T)
+            q_positions = positions[:, query_index]  # (1, K)
+            num_queries = query_index.shape[0]
+        elif positions is not None:
+            q_positions = positions if num_queries is None else positions[:, :num_queries]
         batch, seq_len, _ = x.shape
         heads = lambda length: (batch, length, config.num_heads, config.head_dim)
         n = seq_len if num_queries is None else num_queries
+        # The tokens queries come from: the first n, or the selected ones.
+        select = lambda rows: rows[:, query_index] if query_index is not None else rows[:, :n]
 
         if FUSED_QKV:
             params = [ProjectionParams(config, name=name)() for name in ("query", "key", "value")]
@@ -142,11 +194,11 @@ class SelfAttention(nn.Module):
             kernels = [p[0].astype(dtype) for p in params]  # (H, H) each
             offsets = [p[1].astype(dtype) for p in params]  # (H,) each
             x = x.astype(dtype)
-            if n == seq_len:
+            if n == seq_len and query_index is None:
                 qkv = jnp.dot(x, jnp.concatenate(kernels, axis=1)) + jnp.concatenate(offsets)
                 q, k, v = (y.reshape(heads(n)) for y in jnp.split(qkv, 3, axis=-1))  # (B,T,N,D)
             else:
-                q = (jnp.dot(x[:, :n], kernels[0]) + offsets[0]).reshape(heads(n))  # (B, n, N, D)
+                q = (jnp.dot(select(x), kernels[0]) + offsets[0]).reshape(heads(n))  # (B, n, N, D)
                 kv = jnp.dot(x, jnp.concatenate(kernels[1:], axis=1)) + jnp.concatenate(offsets[1:])
                 k, v = (y.reshape(heads(seq_len)) for y in jnp.split(kv, 2, axis=-1))  # (B,T,N,D)
         else:
@@ -156,8 +208,8 @@ class SelfAttention(nn.Module):
                              dtype=compute_dtype(config), name=name)(rows)  # (B, T, H)
                 return y.reshape(heads(rows.shape[1]))  # (B, T, N, D)
 
-            q, k, v = project("query", x[:, :n]), project("key", x), project("value", x)
-        q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k)
+            q, k, v = project("query", select(x)), project("key", x), project("value", x)
+        q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k, q_positions, positions)
         dropout_active = not deterministic and config.attention_dropout > 0.0
         kernel = ATTENTION_KERNELS["explicit" if dropout_active else config.attention_kernel]
         dropout = nn.Dropout(config.attention_dropout, deterministic=deterministic)

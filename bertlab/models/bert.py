@@ -1,6 +1,11 @@
 """BERT and its task models. Every task model holds the backbone under the scope "bert", so
 params["bert"] moves unchanged between pretraining, fine-tuning and checkpoint files.
 
+Every model also takes packed rows (bertlab.data.packing): keyword arrays `example_ids` and
+`positions` (B, T) and `cls_index` (K,). Examples then attend only within themselves, positions
+restart at each example, and per-example outputs (pooled, NSP and classifier logits) come out
+(K, ...) in slot order, which is the input order. Without them nothing changes.
+
 Parameter tree of BertForPreTraining (leaf shapes; linen leaf names kernel/bias/embedding/scale):
 
     bert/embeddings/word_embeddings/embedding             (V, H)
@@ -31,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bertlab.models.attention import attention_bias
+from bertlab.models.attention import attention_bias, selected_queries_bias
 from bertlab.models.config import BertConfig
 from bertlab.models.embedding import Embeddings, bert_initializer, compute_dtype
 from bertlab.models.encoder import Encoder
@@ -48,16 +53,39 @@ class BertModel(nn.Module):
 
     @nn.compact
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
-                 *, deterministic: bool = True, first_only: bool = False
-                 ) -> tuple[jax.Array, jax.Array]:
+                 *, deterministic: bool = True, first_only: bool = False,
+                 example_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                 cls_index: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """first_only: the sequence output is [CLS]'s row alone (B, 1, H), and the last layer
-        skips the other rows (what a classifier reading the pooled output needs; same values)."""
-        x = Embeddings(self.config, name="embeddings")(token_ids, segment_ids,
-                                                       deterministic=deterministic)  # (B, T, H)
-        bias = attention_bias(attention_mask)  # (B, 1, 1, T), shared by every layer
-        sequence_output = Encoder(self.config, name="encoder")(
-            x, bias, deterministic=deterministic, last_queries=1 if first_only else None)
-        pooled_output = Pooler(self.config, name="pooler")(sequence_output)
+        skips the other rows (what a classifier reading the pooled output needs; same values).
+
+        Packed rows: example_ids (B, T) (0 = padding) make attention block-diagonal, positions
+        (B, T) replace 0..T-1 (required with example_ids), cls_index (K,) picks each example's
+        [CLS] for the pooler, which is then (K, H); with first_only the last layer runs for
+        those K tokens alone and the sequence output is (K, 1, H)."""
+        config = self.config
+        packed = example_ids is not None
+        if packed and positions is None:
+            raise ValueError("BertModel: packed rows (example_ids given) need their per-example "
+                             "positions too; bertlab.data.packing.pack_batch writes both")
+        if packed and first_only and cls_index is None:
+            raise ValueError("BertModel: first_only on packed rows needs cls_index")
+        x = Embeddings(config, name="embeddings")(token_ids, segment_ids, positions=positions,
+                                                  deterministic=deterministic)  # (B, T, H)
+        # (B, 1, 1, T), or (B, 1, T, T) block-diagonal when packed; shared by every layer
+        bias = attention_bias(attention_mask, example_ids)
+        encoder = Encoder(config, name="encoder")
+        if packed and first_only:
+            sequence_output = encoder(
+                x, bias, deterministic=deterministic, positions=positions,
+                last_query_index=cls_index,
+                last_bias=selected_queries_bias(attention_mask, example_ids, cls_index))  # (1, K, H)
+            sequence_output = sequence_output.reshape(-1, 1, config.hidden_size)  # (K, 1, H)
+            pooled_output = Pooler(config, name="pooler")(sequence_output)  # (K, H)
+        else:
+            sequence_output = encoder(x, bias, deterministic=deterministic, positions=positions,
+                                      last_queries=1 if first_only else None)
+            pooled_output = Pooler(config, name="pooler")(sequence_output, cls_index)
         return sequence_output, pooled_output
 
 
@@ -74,10 +102,15 @@ class BertForPreTraining(nn.Module):
 
     @nn.compact
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
-                 masked_positions: jax.Array | None = None, *, deterministic: bool = True) -> dict:
+                 masked_positions: jax.Array | None = None, *, deterministic: bool = True,
+                 example_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                 cls_index: jax.Array | None = None) -> dict:
+        """Packed rows (see BertModel): masked_positions still index within each row; the
+        NSP logits are per example (K, 2) when cls_index is given."""
         bert = BertModel(self.config, name="bert")
         sequence_output, pooled_output = bert(token_ids, segment_ids, attention_mask,
-                                              deterministic=deterministic)
+                                              deterministic=deterministic, example_ids=example_ids,
+                                              positions=positions, cls_index=cls_index)
         predicted = (sequence_output if masked_positions is None
                      else gather_positions(sequence_output, masked_positions))  # (B, P, H)
         word_embeddings = (bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
@@ -102,27 +135,50 @@ class BertForSequenceClassification(nn.Module):
 
     @nn.compact
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
-                 *, deterministic: bool = True) -> jax.Array:
+                 *, deterministic: bool = True, example_ids: jax.Array | None = None,
+                 positions: jax.Array | None = None, cls_index: jax.Array | None = None
+                 ) -> jax.Array:
+        """Packed rows (see BertModel; cls_index required): logits (K, num_labels), one row
+        per example slot, in input order."""
         config = self.config
+        if example_ids is not None and cls_index is None:
+            raise ValueError("BertForSequenceClassification: packed rows need cls_index, the "
+                             "flat position of each example's [CLS]")
         # Without extra layers only the pooled [CLS] is read: the last layer skips other rows.
         sequence_output, pooled_output = BertModel(config, name="bert")(
             token_ids, segment_ids, attention_mask, deterministic=deterministic,
-            first_only=not self.extra_layers)
+            first_only=not self.extra_layers, example_ids=example_ids, positions=positions,
+            cls_index=cls_index)
         if self.extra_layers:
             hidden = Encoder(config, num_layers=self.extra_layers, name="head_encoder")(
-                sequence_output, attention_bias(attention_mask), deterministic=deterministic)
-            pooled_output = Pooler(config, name="head_pooler")(hidden)
+                sequence_output, attention_bias(attention_mask, example_ids),
+                deterministic=deterministic, positions=positions)
+            pooled_output = Pooler(config, name="head_pooler")(hidden, cls_index)
         pooled_output = nn.Dropout(config.hidden_dropout)(pooled_output, deterministic=deterministic)
         classifier = nn.Dense(self.num_labels, kernel_init=bert_initializer(config.initializer_range),
                               dtype=compute_dtype(config), name="classifier")
         return classifier(pooled_output).astype(jnp.float32)  # (B, num_labels)
 
 
-def mean_pool(sequence_output: jax.Array, attention_mask: jax.Array) -> jax.Array:
+def mean_pool(sequence_output: jax.Array, attention_mask: jax.Array,
+              example_ids: jax.Array | None = None, num_examples: int | None = None) -> jax.Array:
     """Average of the real tokens' vectors (sentence-transformers' pooling), float32 (B, H).
 
-    An all-padding row gives zeros rather than NaN.
+    An all-padding row gives zeros rather than NaN. Packed rows: example_ids (B, T) and the
+    static slot count K give one average per example slot, (K, H), in input order; an unused
+    slot gives zeros.
     """
+    if example_ids is not None:
+        if num_examples is None:
+            raise ValueError("mean_pool: packed rows need num_examples (the K of the batch)")
+        hidden = sequence_output.shape[-1]
+        real = attention_mask.reshape(-1).astype(bool)  # (B*T,)
+        ids = jnp.where(real, example_ids.reshape(-1), 0)  # (B*T,): padding -> segment 0
+        tokens = sequence_output.reshape(-1, hidden).astype(jnp.float32)  # (B*T, H)
+        total = jax.ops.segment_sum(tokens, ids, num_segments=num_examples + 1)[1:]  # (K, H)
+        count = jax.ops.segment_sum(real.astype(jnp.float32), ids,
+                                    num_segments=num_examples + 1)[1:, None]  # (K, 1)
+        return total / jnp.maximum(count, 1e-9)
     mask = attention_mask.astype(jnp.float32)[:, :, None]  # (B, T, 1)
     total = jnp.sum(sequence_output.astype(jnp.float32) * mask, axis=1)  # (B, H)
     count = jnp.maximum(jnp.sum(mask, axis=1), 1e-9)  # (B, 1)

@@ -55,25 +55,32 @@ def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-def learned_positions(config: BertConfig, seq_len: int) -> jax.Array:
-    """The original: a trained (max_position_embeddings, H) table, created in the calling module."""
+def learned_positions(config: BertConfig, seq_len: int, positions: jax.Array | None = None
+                      ) -> jax.Array:
+    """The original: a trained (max_position_embeddings, H) table, created in the calling module.
+
+    positions (B, T) int: each token's index within its own example (packed rows restart at
+    0); None: 0..T-1 for every row, returned once as (T, H)."""
     table = nn.Embed(config.max_position_embeddings, config.hidden_size,
                      embedding_init=bert_initializer(config.initializer_range),
                      dtype=compute_dtype(config), name="position_embeddings")
-    return table(jnp.arange(seq_len))  # (T, H)
+    return table(jnp.arange(seq_len) if positions is None else positions)  # (T, H) or (B, T, H)
 
 
-def sinusoidal_positions(config: BertConfig, seq_len: int) -> jax.Array:
+def sinusoidal_positions(config: BertConfig, seq_len: int, positions: jax.Array | None = None
+                         ) -> jax.Array:
     table = sinusoidal_table(config.max_position_embeddings, config.hidden_size)
-    return jnp.asarray(table[:seq_len], compute_dtype(config))  # (T, H)
+    if positions is None:
+        return jnp.asarray(table[:seq_len], compute_dtype(config))  # (T, H)
+    return jnp.take(jnp.asarray(table, compute_dtype(config)), positions, axis=0)  # (B, T, H)
 
 
-def no_positions(config: BertConfig, seq_len: int) -> None:
+def no_positions(config: BertConfig, seq_len: int, positions: jax.Array | None = None) -> None:
     """Both `none` and `rotary` add nothing here (rotary acts on queries and keys instead)."""
     return None
 
 
-POSITION_TABLES: dict[str, Callable[[BertConfig, int], jax.Array | None]] = {
+POSITION_TABLES: dict[str, Callable[..., jax.Array | None]] = {
     "learned": learned_positions,
     "sinusoidal": sinusoidal_positions,
     "rotary": no_positions,
@@ -87,7 +94,9 @@ class Embeddings(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, *, deterministic: bool = True):
+    def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, *, deterministic: bool = True,
+                 positions: jax.Array | None = None):
+        """positions (B, T): per-token position ids (packed rows); None: 0..T-1 in every row."""
         config = self.config
         seq_len = token_ids.shape[1]
         if config.position_embedding in ("learned", "sinusoidal") and seq_len > config.max_position_embeddings:
@@ -101,8 +110,8 @@ class Embeddings(nn.Module):
         segments = nn.Embed(config.type_vocab_size, config.hidden_size, embedding_init=init,
                             dtype=dtype, name="token_type_embeddings")
         x = words(token_ids) + segments(segment_ids)  # (B, T, H)
-        positions = POSITION_TABLES[config.position_embedding](config, seq_len)
-        if positions is not None:
-            x = x + positions[None]  # (1, T, H) broadcast over the batch
+        table = POSITION_TABLES[config.position_embedding](config, seq_len, positions)
+        if table is not None:
+            x = x + (table[None] if positions is None else table)  # (1 or B, T, H)
         x = layer_norm(config, "LayerNorm")(x)
         return nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)

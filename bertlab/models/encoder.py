@@ -66,12 +66,18 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
-                 num_queries: int | None = None):
-        """num_queries=n: only the first n positions come out (see SelfAttention)."""
+                 num_queries: int | None = None, positions: jax.Array | None = None,
+                 query_index: jax.Array | None = None):
+        """num_queries=n: only the first n positions come out; query_index (K,): only those
+        flat token indices, as (1, K, H) (see SelfAttention)."""
         normed = layer_norm(self.config, "LayerNorm")(x) if self.config.pre_ln else x
-        context = SelfAttention(self.config, name="self")(normed, bias, deterministic=deterministic,
-                                                          num_queries=num_queries)  # (B, n, H)
-        residual = x if num_queries is None else x[:, :num_queries]  # (B, n, H)
+        context = SelfAttention(self.config, name="self")(
+            normed, bias, deterministic=deterministic, num_queries=num_queries,
+            positions=positions, query_index=query_index)  # (B, n, H) or (1, K, H)
+        if query_index is not None:
+            residual = x.reshape(1, -1, x.shape[-1])[:, query_index]  # (1, K, H)
+        else:
+            residual = x if num_queries is None else x[:, :num_queries]  # (B, n, H)
         return ResidualOutput(self.config, name="output")(context, residual,
                                                           deterministic=deterministic)
 
@@ -97,9 +103,11 @@ class EncoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
-                 num_queries: int | None = None):
+                 num_queries: int | None = None, positions: jax.Array | None = None,
+                 query_index: jax.Array | None = None):
         x = Attention(self.config, name="attention")(x, bias, deterministic=deterministic,
-                                                     num_queries=num_queries)
+                                                     num_queries=num_queries, positions=positions,
+                                                     query_index=query_index)
         hidden = Intermediate(self.config, name="intermediate")(x)
         return ResidualOutput(self.config, name="output")(hidden, x, deterministic=deterministic)
 
@@ -112,6 +120,11 @@ class Encoder(nn.Module):
     layer then computes queries, attention, feed-forward and LayerNorms for those rows alone
     (keys and values still see every token), which is exact, and saves most of a layer when a
     classifier reads only [CLS].
+
+    Packed rows: `positions` (B, T) restart at each example (rotary reads them), `bias` is
+    block-diagonal, and `last_query_index` (K,) with `last_bias` (1, 1, K, B*T) makes the last
+    layer compute only the K examples' [CLS] tokens, returned as (1, K, H): the packed
+    counterpart of last_queries=1.
     """
 
     config: BertConfig
@@ -119,12 +132,16 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
-                 last_queries: int | None = None):
+                 last_queries: int | None = None, positions: jax.Array | None = None,
+                 last_query_index: jax.Array | None = None, last_bias: jax.Array | None = None):
         count = self.config.num_layers if self.num_layers is None else self.num_layers
         for index in range(count):
+            last = index == count - 1
+            select = last and last_query_index is not None
             x = EncoderLayer(self.config, name=f"layer_{index}")(
-                x, bias, deterministic=deterministic,
-                num_queries=last_queries if index == count - 1 else None)
+                x, last_bias if select else bias, deterministic=deterministic,
+                num_queries=last_queries if last else None, positions=positions,
+                query_index=last_query_index if select else None)
         if self.config.pre_ln:
             x = layer_norm(self.config, "LayerNorm")(x)
         return x

@@ -27,8 +27,13 @@ class Pooler(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, sequence_output: jax.Array) -> jax.Array:
-        first_token = sequence_output[:, 0]  # (B, H)
+    def __call__(self, sequence_output: jax.Array, cls_index: jax.Array | None = None) -> jax.Array:
+        """cls_index (K,): flat indices of each packed example's [CLS] among the B*T tokens
+        (bertlab.data.packing); None: token 0 of every row. -> (B, H) or (K, H)."""
+        if cls_index is None:
+            first_token = sequence_output[:, 0]  # (B, H)
+        else:
+            first_token = sequence_output.reshape(-1, sequence_output.shape[-1])[cls_index]  # (K, H)
         return jnp.tanh(dense(self.config, self.config.hidden_size, "dense")(first_token))
 
 

@@ -9,6 +9,14 @@ the model and optimizer travel in the state (`apply_fn`, `tx`), so nothing is re
 
 Sharding is not mentioned here: inputs arrive batch-sharded over the mesh and parameters
 replicated (bertlab.train.mesh), and XLA inserts the gradient all-reduce.
+
+Every step also takes packed batches (bertlab.data.packing.pack_batch): rows (R, T) holding
+several examples, with `example_ids`, `positions` (R, T) and `cls_index` (K,), and the
+per-example arrays (labels, example_weights, nsp_labels) of length K in input order. A dict's
+keys are part of its pytree structure, so the branch on them is taken once, at trace time, and
+a packed and a padded batch are two compiled programs of the same function. A packed step
+computes what the padded step computes (same per-example logits and weighting, tested in
+tests/test_packing.py), without the padding.
 """
 
 from __future__ import annotations
@@ -27,6 +35,16 @@ from bertlab.train.mesh import replicated
 
 MaskFn = Callable[[jax.Array, jax.Array, jax.Array], dict]
 
+# The keyword arrays a packed batch hands to the model (see bertlab.models.bert).
+PACKED_MODEL_KEYS = ("example_ids", "positions", "cls_index")
+
+
+def packed_model_inputs(batch: dict) -> dict:
+    """The packed-row keyword arrays of a batch for the model's apply, or {} when it is padded."""
+    if "example_ids" not in batch:
+        return {}
+    return {key: batch[key] for key in PACKED_MODEL_KEYS}
+
 
 def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) -> MaskFn:
     """(rng, token_ids, attention_mask) -> mask_tokens(...) with this vocabulary's special ids."""
@@ -40,17 +58,29 @@ def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) 
 def masked_inputs(batch: dict, rng: jax.Array, mask_fn: MaskFn) -> dict:
     """The model inputs and targets of one batch under this rng's masking.
 
-    `example_weights` (B,), when the batch has it, zeroes padding rows (eval's last batch)."""
+    `example_weights` (B,), when the batch has it, zeroes padding rows (eval's last batch).
+    Packed rows (R, T): masking works per row as before (special tokens and padding are never
+    picked); example_weights and nsp_labels are per example (K,), and a masked token takes the
+    weight of the example it belongs to."""
     masked = mask_fn(rng, batch["token_ids"], batch["attention_mask"])
-    batch_size = batch["token_ids"].shape[0]
+    packed = packed_model_inputs(batch)
+    batch_size = (batch["cls_index"] if packed else batch["token_ids"]).shape[0]
     example_weights = batch.get("example_weights", jnp.ones((batch_size,), jnp.float32))
-    return {
+    if packed:
+        example_ids = batch["example_ids"]  # (R, T)
+        token_weights = jnp.where(example_ids > 0, jnp.asarray(example_weights, jnp.float32)[
+            jnp.maximum(example_ids - 1, 0)], 0.0)  # (R, T)
+        masked_weights = masked["masked_weights"] * jnp.take_along_axis(
+            token_weights, masked["masked_positions"].astype(jnp.int32), axis=1)  # (R, P)
+    else:
+        masked_weights = masked["masked_weights"] * example_weights[:, None]  # (B, P)
+    return {**packed,
         "input_ids": masked["input_ids"],                     # (B, T)
         "segment_ids": batch["segment_ids"],                  # (B, T)
         "attention_mask": batch["attention_mask"],            # (B, T)
         "masked_positions": masked["masked_positions"],       # (B, P)
         "masked_labels": masked["masked_labels"],             # (B, P)
-        "masked_weights": masked["masked_weights"] * example_weights[:, None],  # (B, P)
+        "masked_weights": masked_weights,                     # (B, P)
         "nsp_labels": batch["nsp_labels"],                    # (B,)
         "example_weights": example_weights.astype(jnp.float32),  # (B,)
     }
@@ -61,7 +91,7 @@ def forward_sums(params, apply_fn, inputs: dict, *, with_nsp: bool, deterministi
     """Summed loss statistics of one (micro-)batch (see bertlab.train.losses)."""
     outputs = apply_fn({"params": params}, inputs["input_ids"], inputs["segment_ids"],
                        inputs["attention_mask"], inputs["masked_positions"],
-                       deterministic=deterministic,
+                       deterministic=deterministic, **packed_model_inputs(inputs),
                        rngs=None if deterministic else {"dropout": dropout_rng})
     sums = losses.masked_lm_sums(outputs["mlm_logits"], inputs["masked_labels"],
                                  inputs["masked_weights"])
@@ -85,6 +115,11 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskF
     mask_rng, dropout_rng = jax.random.split(rng)
     # Masking the whole batch first makes k micro-batches see exactly the big batch's targets.
     inputs = masked_inputs(batch, mask_rng, mask_fn)
+    if grad_accum_steps > 1 and packed_model_inputs(inputs):
+        # cls_index points into the whole batch's rows: splitting rows and slots apart would
+        # send examples to the wrong micro-batch. Pack each micro-batch separately instead.
+        raise ValueError("train_step: gradient accumulation over a packed batch is not "
+                         "supported; use grad_accum_steps=1 or unpacked batches")
     mlm_denominator = jnp.sum(inputs["masked_weights"]) + losses.MLM_DENOMINATOR_EPS
     nsp_denominator = jnp.maximum(jnp.sum(inputs["example_weights"]), 1.0)
 
@@ -181,7 +216,9 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
                         regression: bool, frozen: tuple[str, ...] = ()
                         ) -> tuple[TrainState, dict]:
     """One update on a batch of `token_ids`, `segment_ids`, `attention_mask` (B, T), `labels` (B,)
-    and `example_weights` (B,) (0 on the rows that pad an epoch's last batch).
+    and `example_weights` (B,) (0 on the rows that pad an epoch's last batch). A packed batch
+    (bertlab.data.packing.pack_batch) has rows (R, T) and labels / example_weights (K,); the
+    loss and the logits (K, num_labels) are then per slot, in input order.
 
     The loss is the weighted mean over real rows. `frozen` names top-level parameter groups
     (e.g. ("bert",)) that are returned exactly as they came in, bit for bit; the optimizer must
@@ -195,7 +232,8 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
         params = _frozen_apart(params, frozen) if frozen else params
         logits = state.apply_fn({"params": params}, batch["token_ids"], batch["segment_ids"],
                                 batch["attention_mask"], deterministic=False,
-                                rngs={"dropout": dropout_rng})  # (B, num_labels)
+                                rngs={"dropout": dropout_rng},
+                                **packed_model_inputs(batch))  # (B or K, num_labels)
         per_example = classification_losses(logits, batch["labels"], regression=regression)
         return jnp.sum(per_example * weights) / denominator, logits
 
@@ -211,9 +249,11 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
 
 def classify_eval_step(state: TrainState, batch: dict) -> dict:
     """Logits (B, num_labels) and per-example loss (B,) without dropout; the caller drops padding
-    rows and scores the split with bertlab.data.tasks.metrics.task_metrics."""
+    rows and scores the split with bertlab.data.tasks.metrics.task_metrics. Packed: (K, ...) per
+    slot in input order; the caller drops slots whose example_weights is 0."""
     logits = state.apply_fn({"params": state.params}, batch["token_ids"], batch["segment_ids"],
-                            batch["attention_mask"], deterministic=True)
+                            batch["attention_mask"], deterministic=True,
+                            **packed_model_inputs(batch))
     regression = logits.shape[-1] == 1
     return {"logits": logits,
             "loss": classification_losses(logits, batch["labels"], regression=regression)}
