@@ -325,18 +325,56 @@ def test_classify_steps_packed_equal_padded(classify_steps, pair):
     np.testing.assert_allclose(packed_eval["loss"][:real], padded_eval["loss"][:real], atol=1e-5)
 
 
+def mask_every_real_token(rng, token_ids, attention_mask):
+    """A mask_fn that predicts every real position (unmasked): P = T, padding slots weigh 0."""
+    mask = np.asarray(attention_mask)
+    positions = np.zeros(mask.shape, np.int32)
+    weights = np.zeros(mask.shape, np.float32)
+    for row, real in enumerate(mask):
+        where = np.nonzero(real)[0]
+        positions[row, :len(where)], weights[row, :len(where)] = where, 1.0
+    return {"input_ids": token_ids, "masked_positions": jnp.asarray(positions),
+            "masked_labels": token_ids, "masked_weights": jnp.asarray(weights)}
+
+
 def test_masked_inputs_weight_each_masked_token_by_its_example():
     batch = padded_batch()
     batch["nsp_labels"] = np.zeros(len(LENGTHS), np.int32)
     batch["example_weights"][2] = 0.0  # the 16-token example: its tokens must not count
     packed = packing.pack_batch(batch)
-
-    def mask_all(rng, token_ids, attention_mask):  # every real position, in order
-        positions = np.stack([np.resize(np.nonzero(row)[0], T) for row in np.asarray(attention_mask)])
-        return {"input_ids": token_ids, "masked_positions": jnp.asarray(positions),
-                "masked_labels": token_ids, "masked_weights": jnp.ones(positions.shape)}
-
-    inputs = steps.masked_inputs(packed, jax.random.PRNGKey(0), mask_all)
+    inputs = steps.masked_inputs(packed, jax.random.PRNGKey(0), mask_every_real_token)
     owner = np.take_along_axis(packed["example_ids"], np.asarray(inputs["masked_positions"]), 1)
-    np.testing.assert_array_equal(inputs["masked_weights"], (owner != 3) & (owner > 0))
+    expected = (owner != 3) & (packed["attention_mask"].sum(1, keepdims=True) >
+                               np.arange(T)[None])  # real slots of rows, not of example 3
+    np.testing.assert_array_equal(inputs["masked_weights"], expected)
     assert set(steps.PACKED_MODEL_KEYS) <= set(inputs)
+
+
+def test_mlm_and_nsp_sums_packed_equal_padded():
+    """forward_sums (the MLM steps' loss) over the same tokens, packed and padded."""
+    batch = padded_batch()
+    batch["nsp_labels"] = (np.arange(len(LENGTHS)) % 2).astype(np.int32)
+    batch["example_weights"][4] = 0.0
+    model = BertForPreTraining(config(position_embedding="learned"), with_nsp=True)
+    params = init(model, batch)
+    sums = {}
+    for name, rows in (("padded", batch), ("packed", packing.pack_batch(batch))):
+        inputs = steps.masked_inputs(rows, jax.random.PRNGKey(0), mask_every_real_token)
+        sums[name] = steps.forward_sums(params, model.apply, inputs, with_nsp=True,
+                                        deterministic=True)
+    real_tokens = sum(LENGTHS) - LENGTHS[4]
+    assert float(sums["packed"]["mlm_weight"]) == float(sums["padded"]["mlm_weight"]) == real_tokens
+    for key in sums["padded"]:
+        assert float(sums["packed"][key]) == pytest.approx(float(sums["padded"][key]), rel=1e-5)
+
+
+def test_packed_mlm_train_step_refuses_gradient_accumulation():
+    batch = padded_batch()
+    batch["nsp_labels"] = np.zeros(len(LENGTHS), np.int32)
+    packed = packing.pack_batch(batch)
+    state = create_train_state(BertForPreTraining(config()), optimizer.make_optimizer(
+        "adamw", lr=1e-3, warmup_steps=0, num_steps=10, weight_decay=0.0, b1=0.9, b2=0.999,
+        eps=1e-6, clip_norm=1.0)[0], init(BertForPreTraining(config()), batch), mesh=data_mesh())
+    with pytest.raises(ValueError, match="gradient accumulation over a packed batch"):
+        steps.train_step(state, packed, jax.random.PRNGKey(0), mask_fn=mask_every_real_token,
+                         schedule=lambda step: 1e-3, grad_accum_steps=2, with_nsp=True)
