@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import ml_collections
 
@@ -58,8 +58,8 @@ def _override_keys(argv: Sequence[str]) -> list[str]:
     return keys
 
 
-def load_config_file(value: str, shown_as: str | None = None) -> ml_collections.ConfigDict:
-    """The ConfigDict of `file.py[:arg]`, without overrides (used to check override keys)."""
+def _load_config_module(value: str, shown_as: str | None = None):
+    """(module, arg) of `file.py[:arg]`; the module must define get_config()."""
     import importlib.util
 
     path, arg = _split_file_arg(value)
@@ -73,19 +73,37 @@ def load_config_file(value: str, shown_as: str | None = None) -> ml_collections.
                               ) from None
     if not hasattr(module, "get_config"):
         raise ConfigArgsError(f"--config {value}: {path} defines no get_config()")
+    return module, arg
+
+
+def load_config_file(value: str, shown_as: str | None = None) -> ml_collections.ConfigDict:
+    """The ConfigDict of `file.py[:arg]`, without overrides (used to check override keys)."""
+    module, arg = _load_config_module(value, shown_as)
+    return _call_get_config(module, arg, shown_as or value)
+
+
+def _call_get_config(module, arg: str | None, shown: str) -> ml_collections.ConfigDict:
     try:
         return module.get_config(arg) if arg is not None else module.get_config()
     except Exception as e:
-        raise ConfigArgsError(f"--config {value}: {_one_line(str(e))}") from None
+        raise ConfigArgsError(f"--config {shown}: {_one_line(str(e))}") from None
 
 
-def check_override_keys(config: ml_collections.ConfigDict, keys: Sequence[str]) -> None:
-    """Rejects `--config.a.b` unless a.b exists, suggesting the nearest key at that level."""
+def check_override_keys(config: ml_collections.ConfigDict, keys: Sequence[str],
+                        renamed: Mapping[str, str] | None = None) -> None:
+    """Rejects `--config.a.b` unless a.b exists: a key the config file lists in `renamed` (its
+    RENAMED_KEYS, old key -> new key) names its new key, any other suggests the nearest key."""
+    renamed = renamed or {}
     for key in keys:
         node = config
         parts = key.split(".")
         for depth, part in enumerate(parts):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                old = ".".join(parts[:depth + 1])
+                if old in renamed:
+                    new = renamed[old] + key[len(old):]
+                    raise ConfigArgsError(f"--config.{key}: config key {old!r} is now "
+                                          f"{renamed[old]!r}; use --config.{new}")
                 where = ".".join(parts[:depth]) or "the config"
                 choices = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 close = difflib.get_close_matches(part, choices, n=1)
@@ -134,7 +152,9 @@ def parse_config_args(argv: Sequence[str], *, prog: str,
         argv[index] = f"--config={resolved}"
     else:
         argv[index + 1] = resolved
-    check_override_keys(load_config_file(resolved, shown_as=value), _override_keys(argv))
+    module, arg = _load_config_module(resolved, shown_as=value)
+    check_override_keys(_call_get_config(module, arg, value), _override_keys(argv),
+                        renamed=getattr(module, "RENAMED_KEYS", None))
 
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "config file and variant: file.py:variant",

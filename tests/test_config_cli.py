@@ -53,3 +53,21 @@ def test_exit_codes_map_user_errors_and_divergence(tmp_path, capsys):
     with pytest.raises(KeyError):  # a bug is not dressed up as a user error
         _command(raise_(KeyError("internal")))(argv)
     assert _command(lambda c, f: 0)(argv + ["--config.optimizer.lrr=1"]) == 2
+
+
+def test_a_renamed_key_names_its_new_key_and_keeps_its_tail():
+    import ml_collections
+
+    from bertlab.config_cli import ConfigArgsError, check_override_keys
+
+    config = ml_collections.ConfigDict({"data": {"batch_size": 8, "table": {"text": "t"}}})
+    renamed = {"batch_size": "data.batch_size", "table": "data.table"}
+    check_override_keys(config, ["data.batch_size", "data.table.text"], renamed)
+    with pytest.raises(ConfigArgsError) as e:
+        check_override_keys(config, ["batch_size"], renamed)
+    assert str(e.value) == ("--config.batch_size: config key 'batch_size' is now "
+                            "'data.batch_size'; use --config.data.batch_size")
+    with pytest.raises(ConfigArgsError, match=r"use --config\.data\.table\.text$"):
+        check_override_keys(config, ["table.text"], renamed)
+    with pytest.raises(ConfigArgsError, match="did you mean 'data.batch_size'"):
+        check_override_keys(config, ["data.batch_sise"], renamed)  # not renamed: a typo

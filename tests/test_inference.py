@@ -17,9 +17,9 @@ import numpy as np
 import optax
 import pytest
 
-from bertlab.train import finetune
+from bertlab import inference
 from bertlab.checkpoints import init_from
-from bertlab.train import steps
+from bertlab.train import seeds, steps
 from bertlab.checkpoints import training_state as ckpt
 from bertlab.commands import embed as embed_cmd
 from bertlab.commands import evaluate as evaluate_cmd
@@ -98,20 +98,20 @@ def test_export_round_trip_is_bitwise_and_predicts_the_same(tmp_path, vocab_file
 
     # In memory (never saved) vs reloaded from disk: the same jitted evaluation, same numbers.
     mesh = data_mesh()
-    in_memory = finetune.FineTuned(
+    in_memory = inference.FineTuned(
         export=export, spec=TASKS["mrpc"], mesh=mesh,
         tokenizer=Tokenizer.from_file(vocab_file, lower_case=False),
         state=create_train_state(model, optax.identity(),
                                  jax.tree_util.tree_map(jnp.asarray, params), mesh=mesh),
         eval_step=steps.jit_classify_eval_step(mesh=mesh))
-    reloaded = finetune.load_finetuned(str(tmp_path / "model"))
+    reloaded = inference.load_finetuned(str(tmp_path / "model"))
     texts = ["the good film", "a bad movie", "Plot is fun ."]
     pairs = ["the story was dull", "very good", "not fun"]
-    expected = finetune.predict_logits(in_memory, texts, pairs)
-    np.testing.assert_array_equal(finetune.predict_logits(reloaded, texts, pairs), expected)
+    expected = inference.predict_logits(in_memory, texts, pairs)
+    np.testing.assert_array_equal(inference.predict_logits(reloaded, texts, pairs), expected)
     assert expected.shape == (3, 2)
     with pytest.raises(ValueError, match="pair task"):
-        finetune.predict_logits(reloaded, texts)
+        inference.predict_logits(reloaded, texts)
 
 
 def test_export_missing_pieces_are_named(tmp_path, vocab_file):
@@ -206,12 +206,12 @@ def test_a_collapsed_backbone_is_detected(tmp_path, vocab_file):
     bert = jax.tree_util.tree_map(np.array, params["bert"])
     healthy = init_from.Backbone(config, bert, vocab_file, False, "export", "x")
     texts = ["the good film", "a bad movie .", "Plot is fun", "not very dull"]
-    assert finetune.backbone_collapse(healthy, texts) < 0.99
+    assert seeds.backbone_collapse(healthy, texts) < 0.99
     embeddings = bert["embeddings"]
     embeddings["word_embeddings"]["embedding"][:] = embeddings["word_embeddings"]["embedding"][0]
     embeddings["position_embeddings"]["embedding"][:] = 0.0
     collapsed = init_from.Backbone(config, bert, vocab_file, False, "export", "x")
-    assert finetune.backbone_collapse(collapsed, texts) > finetune.COLLAPSE_COSINE
+    assert seeds.backbone_collapse(collapsed, texts) > seeds.COLLAPSE_COSINE
 
 
 # ---------------------------------------------------------------------- embed / similarity
@@ -221,13 +221,13 @@ def test_a_collapsed_backbone_is_detected(tmp_path, vocab_file):
 def minilm_embeddings():
     model_dir = shared_path("models", "all-MiniLM-L6-v2")
     backbone = init_from.resolve_backbone(str(model_dir))
-    return model_dir, finetune.sentence_embeddings(backbone, SENTENCES, normalize=True)
+    return model_dir, inference.sentence_embeddings(backbone, SENTENCES, normalize=True)
 
 
 def test_minilm_paraphrase_is_closer_than_unrelated(minilm_embeddings):
     _, vectors = minilm_embeddings
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    cosine = finetune.cosine_matrix(vectors)
+    cosine = inference.cosine_matrix(vectors)
     assert cosine[0, 1] > 0.7  # measured 0.84: guitar / guitar
     assert cosine[0, 1] > cosine[0, 2] + 0.5 and cosine[0, 1] > cosine[1, 3] + 0.5
     assert abs(cosine[0, 2]) < 0.3  # guitar / stock market: measured -0.05
@@ -264,7 +264,7 @@ def test_embed_and_similarity_commands(tmp_path, minilm_embeddings, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split("\t") == ["", "0", "1", "2", "3"]
     row0 = [float(x) for x in printed[1].split("\t")[1:]]
-    np.testing.assert_allclose(row0, finetune.cosine_matrix(vectors)[0], atol=1e-3)
+    np.testing.assert_allclose(row0, inference.cosine_matrix(vectors)[0], atol=1e-3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")

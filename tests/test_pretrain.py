@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bertlab import cli
+from bertlab.checkpoints import init_from
 from bertlab.train import pretrain
 from bertlab.checkpoints import training_state as ckpt
 from bertlab.train.metric_writer import MetricWriter, read_metrics
@@ -95,7 +96,7 @@ def test_run_writes_the_workdir(straight):
 
 
 def test_load_pretrained_workdir(straight):
-    config, params, vocab_path = pretrain.load_pretrained_workdir(str(straight))
+    config, params, vocab_path = init_from.load_pretrained_workdir(str(straight))
     assert (config.hidden_size, config.num_layers, config.num_heads) == (32, 2, 2)
     assert vocab_path == str(straight / "vocab.txt")
     with open(vocab_path) as f:
@@ -244,10 +245,11 @@ def test_help_lists_the_config_keys(capsys):
 def test_config_exposes_every_model_knob(variant):
     from bertlab.config_cli import load_config_file
     from bertlab.models.config import CONFIG_FIELDS
+    from bertlab.train.model_config import model_config_from
 
     config = load_config_file(os.path.join(REPO, f"configs/pretrain.py:{variant}"))
     assert set(config.model) - {"variant"} == set(CONFIG_FIELDS) - {"vocab_size"}
-    model = pretrain.model_config_from(config, vocab_size=100)
+    model = model_config_from(config.model, vocab_size=100)
     assert model.vocab_size == 100
     if variant == "base":
         assert (model.num_layers, model.hidden_size, model.num_heads) == (12, 768, 12)

@@ -273,7 +273,7 @@ def test_example_dry_run_prints_pasteable_commands(capsys):
     assert lines[1] == "# [1/4] arm=lr=1e-3 seed=0 stage=finetune (to run)"
     assert lines[2] == ("bertlab finetune --config "
                         "configs/finetune.py:task=rotten_tomatoes,recipe=quick "
-                        "--workdir runs/x/lr=1e-3/seed_0/finetune --config.seeds=0 "
+                        "--workdir runs/x/lr=1e-3/seed_0/finetune --config.train.seed=0 "
                         "--config.optimizer.lr=1e-3")
     assert len(lines) == 9
 
@@ -286,7 +286,7 @@ def test_example_sweep_runs_then_skips_and_reports(example_runs, tmp_path, capsy
         for seed in (0, 1):
             record = json.loads((runs / arm / f"seed_{seed}/finetune/sweep_run.json").read_text())
             assert record["returncode"] == 0 and record["seconds"] > 0
-            assert f"--config.seeds={seed}" in record["argv"]
+            assert f"--config.train.seed={seed}" in record["argv"]
 
     # a second sweep starts nothing
     assert sweep_cmd.main([str(EXAMPLE), "--runs-dir", str(runs)]) == 0

@@ -6,7 +6,7 @@ vocab.txt, casing), so the loop, `embed` and `similarity` never ask what kind of
   kind         recognised by                                   read with
   export       task.json holding "bertlab_format"              load_export (below)
   finetune     summary.json or seed_*/model/ (a finetune run)  its best seed's model/
-  pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     bertlab.train.pretrain.load_pretrained_workdir
+  pretrain     checkpoints/ + vocab.txt (bertlab pretrain)     load_pretrained_workdir (below)
   bertlab      params.safetensors (bertlab convert / export)   bertlab.checkpoints.load_pretrained
   huggingface  config.json with a weights file                 bertlab.checkpoints.load_pretrained
   google       bert_config.json + *.ckpt.index, or the prefix  bertlab.checkpoints.load_pretrained
@@ -221,7 +221,8 @@ def detect_kind(path: str) -> str:
 def resolve_backbone(path: str) -> Backbone:
     """The backbone (BertModel params + config + vocabulary) behind any init_from path."""
     if not path:
-        raise InitFromError("init_from is empty: give a checkpoint path, or set from_scratch=True")
+        raise InitFromError("init_from is empty: give a checkpoint path, or set "
+                            "model.from_scratch=True")
     path = os.path.abspath(os.path.expanduser(path))
     kind = detect_kind(path)
     if kind in ("export", "finetune"):
@@ -233,12 +234,29 @@ def resolve_backbone(path: str) -> Backbone:
     return _imported_backbone(path, kind)
 
 
+def load_pretrained_workdir(workdir: str) -> tuple[BertConfig, Any, str]:
+    """(model config, params, vocab path) of a pretraining workdir's latest checkpoint: params is
+    the whole BertForPreTraining tree as numpy arrays (the backbone is params["bert"]); the
+    casing it was trained with is in the checkpoint meta ("lower_case")."""
+    from bertlab.checkpoints import training_state as state
+    from bertlab.models.config import config_from_dict
+
+    params, meta = state.restore_params(workdir)
+    if "model" not in meta:
+        raise state.CheckpointError(f"{workdir}: the checkpoint meta holds no model config; "
+                                    "was it written by bertlab pretrain?")
+    config = config_from_dict(meta["model"], source=f"{workdir} checkpoint meta")
+    vocab_path = os.path.join(os.path.abspath(workdir), VOCAB_FILE)
+    if not os.path.exists(vocab_path):
+        raise state.CheckpointError(f"{vocab_path}: missing; the workdir is incomplete")
+    return config, params, vocab_path
+
+
 def _pretrain_backbone(path: str) -> Backbone:
-    from bertlab.train import pretrain
     from bertlab.checkpoints import training_state as state
 
     try:
-        config, params, vocab_path = pretrain.load_pretrained_workdir(path)
+        config, params, vocab_path = load_pretrained_workdir(path)
     except state.CheckpointError as e:
         raise InitFromError(str(e)) from None
     manager = state.open_manager(path, keep=None, async_save=False, create=False)

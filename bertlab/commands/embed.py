@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         return backbone
     import numpy as np
 
-    from bertlab.train.finetune import sentence_embeddings
+    from bertlab.inference import sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
                                   batch_size=args.batch_size, normalize=args.normalize)

@@ -42,16 +42,17 @@ def format_confusion(counts, names) -> str:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from bertlab.train import finetune
+    from bertlab import inference
     from bertlab.checkpoints.init_from import InitFromError
+    from bertlab.train.loop import TrainConfigError
     from bertlab.data.tasks.metrics import confusion_matrix
 
     try:
-        model = finetune.load_finetuned(args.workdir, args.seed)
+        model = inference.load_finetuned(args.workdir, args.seed)
         split = args.split or model.export.data.get("eval_split") or "dev"
-        data = finetune.load_eval_split(model, split, args.data_dir, args.max_examples)
-        metrics, logits = finetune.evaluate_split(model, data, args.batch_size)
-    except (InitFromError, finetune.FinetuneConfigError) as e:
+        data = inference.load_eval_split(model, split, args.data_dir, args.max_examples)
+        metrics, logits = inference.evaluate_split(model, data, args.batch_size)
+    except (InitFromError, TrainConfigError) as e:
         print(f"bertlab {PROG}: error: {e}", file=sys.stderr)
         return 2
     spec, meta = model.spec, model.export.meta

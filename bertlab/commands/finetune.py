@@ -1,6 +1,6 @@
 """`bertlab finetune --config configs/finetune.py:task=NAME --workdir DIR [--config.KEY=VALUE ...]`.
 
-A thin shell over bertlab.train.finetune.finetune: config_cli.run_config_command parses the locked
+A thin shell over bertlab.train.finetune.train_and_evaluate: config_cli.run_config_command parses the locked
 config (`--help` with `--config` lists every key), runs every seed, and turns the errors a user can
 fix into one line and an exit status (2: the command line, the config or the inputs are wrong;
 1: training diverged).
@@ -28,22 +28,22 @@ def format_summary(summary: dict) -> str:
 
 
 def _user_errors() -> tuple:
-    from bertlab.train import finetune  # jax, flax: only once the command line is good
+    from bertlab.train.loop import TrainConfigError  # jax: only once the command line is good
     from bertlab.checkpoints.init_from import InitFromError
     from bertlab.models.config import ConfigError
     from bertlab.text.tokenizer import VocabError
-    return (finetune.FinetuneConfigError, InitFromError, ConfigError, VocabError)
+    return (TrainConfigError, InitFromError, ConfigError, VocabError)
 
 
 def _diverged() -> type:
-    from bertlab.train.pretrain import NonFiniteLossError
+    from bertlab.train.loop import NonFiniteLossError
     return NonFiniteLossError
 
 
 def _run(config, flag_values) -> int:
     from bertlab.train import finetune
 
-    summary = finetune.finetune(config, flag_values.workdir)
+    summary = finetune.train_and_evaluate(config, flag_values.workdir)
     print(f"done: {summary['task']} ({summary['metric']} picks the best epoch), best seed "
           f"{summary['best_seed']}; workdir {flag_values.workdir}")
     print(format_summary(summary))

@@ -47,11 +47,11 @@ def read_examples(lines, is_pair: bool, source: str) -> tuple[list[str], list[st
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from bertlab.train import finetune
+    from bertlab import inference
     from bertlab.checkpoints.init_from import InitFromError
 
     try:
-        model = finetune.load_finetuned(args.workdir, args.seed)
+        model = inference.load_finetuned(args.workdir, args.seed)
         source = "<stdin>" if args.file == "-" else args.file
         if args.file == "-":
             texts, pairs = read_examples(sys.stdin, model.spec.is_pair, source)
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     if not texts:
         print(f"bertlab {PROG}: error: {source} holds no text", file=sys.stderr)
         return 2
-    logits = finetune.predict_logits(model, texts, pairs, args.batch_size)
+    logits = inference.predict_logits(model, texts, pairs, args.batch_size)
     spec = model.spec
     pairs_or_none = pairs or [None] * len(texts)
     shown = [t if p is None else f"{t}\t{p}" for t, p in zip(texts, pairs_or_none)]
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
             else:
                 print(f"{value:.4f}\t{line}")
         return 0
-    probabilities = finetune.softmax(logits)
+    probabilities = inference.softmax(logits)
     names = spec.label_names
     if not args.json:
         print("\t".join(["label"] + [f"p({name})" for name in names] + ["text"]))

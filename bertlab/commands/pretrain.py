@@ -13,19 +13,19 @@ PROG = "pretrain"
 
 
 def _user_errors() -> tuple:
-    from bertlab.train import pretrain  # jax, flax, orbax: only once the command line is good
+    from bertlab.train.loop import TrainConfigError  # jax: only once the command line is good
     from bertlab.checkpoints.errors import CheckpointError
     from bertlab.data.pretraining.shards import ShardError
     from bertlab.data.pretraining.corpus import CorpusError
     from bertlab.models.config import ConfigError
     from bertlab.text.tokenizer import VocabError
     from bertlab.text.learn import VocabLearnError
-    return (pretrain.PretrainConfigError, CheckpointError, ShardError, CorpusError, ConfigError,
+    return (TrainConfigError, CheckpointError, ShardError, CorpusError, ConfigError,
             VocabError, VocabLearnError)
 
 
 def _diverged() -> type:
-    from bertlab.train.pretrain import NonFiniteLossError
+    from bertlab.train.loop import NonFiniteLossError
     return NonFiniteLossError
 
 

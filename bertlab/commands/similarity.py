@@ -67,7 +67,7 @@ def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
     little; mean pooling over real tokens makes the order irrelevant to the vectors."""
     import numpy as np
 
-    from bertlab.train.finetune import sentence_embeddings
+    from bertlab.inference import sentence_embeddings
 
     unique = sorted(set(texts) | set(pairs), key=lambda s: (len(s), s))
     row = {sentence: i for i, sentence in enumerate(unique)}
@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
     sentences, backbone = load_sentences_and_model(args, PROG)
     if sentences is None:
         return backbone
-    from bertlab.train.finetune import cosine_matrix, sentence_embeddings
+    from bertlab.inference import cosine_matrix, sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
                                   batch_size=args.batch_size)

@@ -15,15 +15,26 @@ from flax.training.train_state import TrainState
 from bertlab.train.mesh import replicated
 
 
+def init_inputs(seq_len: int, num_predictions: int | None = None) -> tuple:
+    """The dummy inputs a model is initialised with (shapes only matter): token, segment ids and
+    attention mask (1, T), plus masked positions (1, P) for the pretraining heads."""
+    token_ids = jnp.zeros((1, seq_len), jnp.int32)  # (1, T)
+    inputs = (token_ids, token_ids, jnp.ones_like(token_ids))
+    if num_predictions is not None:
+        inputs += (jnp.zeros((1, num_predictions), jnp.int32),)  # (1, P)
+    return inputs
+
+
+def init_fn(model, *, seq_len: int, num_predictions: int | None = None):
+    """key -> the model's freshly initialised parameters (not jitted: callers jit, eval_shape
+    or slice it)."""
+    inputs = init_inputs(seq_len, num_predictions)
+    return lambda key: model.init({"params": key}, *inputs, deterministic=True)["params"]
+
+
 def init_params(model, rng: jax.Array, *, seq_len: int, num_predictions: int, mesh):
     """The model's freshly initialised parameters, created replicated on the mesh."""
-    token_ids = jnp.zeros((1, seq_len), jnp.int32)  # (1, T): shapes only matter for init
-    positions = jnp.zeros((1, num_predictions), jnp.int32)  # (1, P)
-
-    def init(key):
-        return model.init({"params": key}, token_ids, token_ids, jnp.ones_like(token_ids),
-                          positions, deterministic=True)["params"]
-
+    init = init_fn(model, seq_len=seq_len, num_predictions=num_predictions)
     return jax.jit(init, out_shardings=replicated(mesh))(rng)
 
 
@@ -42,11 +53,7 @@ def abstract_train_state(model, tx: optax.GradientTransformation, *, seq_len: in
     """(params, opt_state) as ShapeDtypeStructs with shardings: the restore target, with no
     computation and no memory spent on a throw-away initialisation."""
     rep = replicated(mesh)
-    token_ids = jnp.zeros((1, seq_len), jnp.int32)
-    positions = jnp.zeros((1, num_predictions), jnp.int32)
-    params = jax.eval_shape(lambda key: model.init({"params": key}, token_ids, token_ids,
-                                                   jnp.ones_like(token_ids), positions,
-                                                   deterministic=True)["params"],
+    params = jax.eval_shape(init_fn(model, seq_len=seq_len, num_predictions=num_predictions),
                             jax.random.PRNGKey(0))
     opt_state = jax.eval_shape(tx.init, params)
     with_sharding = lambda tree: jax.tree_util.tree_map(

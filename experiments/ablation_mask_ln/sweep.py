@@ -102,11 +102,11 @@ def get_study():
     ]
     finetune_argv = [
         "finetune", "--config", "configs/finetune.py:task=sst2", "--workdir", "{workdir}",
-        "--config.init_from={stage:pretrain}", "--config.seeds={seed}",
-        "--config.data_dir={shared}/data/glue_data",
-        f"--config.max_seq_length={FT_SEQ}", f"--config.max_train_examples={FT_TRAIN}",
-        f"--config.epochs={FT_EPOCHS}", f"--config.optimizer.lr={FT_LR}",
-        f"--config.batch_size={FT_BATCH}", "--config.log_every=100",
+        "--config.model.init_from={stage:pretrain}", "--config.train.seed={seed}",
+        "--config.data.data_dir={shared}/data/glue_data",
+        f"--config.data.max_seq_length={FT_SEQ}", f"--config.data.max_train_examples={FT_TRAIN}",
+        f"--config.train.epochs={FT_EPOCHS}", f"--config.optimizer.lr={FT_LR}",
+        f"--config.data.batch_size={FT_BATCH}", "--config.train.log_every=100",
     ]
     arms = {}
     for rate in (15, 30, 40):

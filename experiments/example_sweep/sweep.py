@@ -25,7 +25,7 @@ def get_study():
             {"name": "finetune",
              "argv": ["finetune",
                       "--config", "configs/finetune.py:task=rotten_tomatoes,recipe=quick",
-                      "--workdir", "{workdir}", "--config.seeds={seed}"],
+                      "--workdir", "{workdir}", "--config.train.seed={seed}"],
              "done": "summary.json"},
         ],
         "arms": {

@@ -17,10 +17,11 @@ MAX_SEQ_LENGTH = 88
 # the full set does not fit this machine's budget. See the description.
 TRAIN_EXAMPLES = 448
 
-COMMON = ["--config.seeds={seed}", "--config.init_from={shared}/models/all-MiniLM-L6-v2",
-          "--config.data_dir={shared}/data/glue_data",
-          "--config.batch_size=16", f"--config.max_seq_length={MAX_SEQ_LENGTH}",
-          f"--config.max_train_examples={TRAIN_EXAMPLES}"]
+COMMON = ["--config.train.seed={seed}",
+          "--config.model.init_from={shared}/models/all-MiniLM-L6-v2",
+          "--config.data.data_dir={shared}/data/glue_data",
+          "--config.data.batch_size=16", f"--config.data.max_seq_length={MAX_SEQ_LENGTH}",
+          f"--config.data.max_train_examples={TRAIN_EXAMPLES}"]
 
 
 def get_study():
@@ -90,7 +91,7 @@ def get_study():
                      + COMMON},
             "adamw_triangular": {"finetune": [
                 "--config", "configs/finetune.py:task=mrpc", "--config.optimizer.name=adamw", "--config.optimizer.lr=1e-4",
-                "--config.optimizer.warmup_fraction=0.2", "--config.epochs=3",
+                "--config.optimizer.warmup_fraction=0.2", "--config.train.epochs=3",
                 "--config.optimizer.weight_decay=0.004", "--config.optimizer.eps=1e-7",
                 "--config.optimizer.clip_norm=0"] + COMMON},
         },

@@ -41,9 +41,9 @@ study reuses.
 
 **Arms.** `mask15_postln`: fine-tuned from that pretraining. `no_pretraining`: the same
 fine-tuning command from a random initialisation of the same model with the same vocabulary
-(`--config.from_scratch=True --config.vocab=<the study vocabulary>`), so the gap between the
-two arms is what the pretraining bought. The runner has no per-arm stage skip, so the control's
-pretrain stage is cut to 1 step at learning rate 0 and its checkpoint is not used.
+(`--config.model.from_scratch=True --config.data.vocab=<the study vocabulary>`), so the gap
+between the two arms is what the pretraining bought. The runner has no per-arm stage skip, so
+the control's pretrain stage is cut to 1 step at learning rate 0 and its checkpoint is not used.
 
 **Comparability.** Our number is SST-2 *dev* accuracy (872 sentences; GLUE test labels are not
 public), three seeds; Turc et al.'s is *test* accuracy from the GLUE server with a tuned
@@ -68,8 +68,8 @@ def get_study():
             "no_pretraining": {
                 "pretrain": ["--config.train.num_steps=1", "--config.optimizer.warmup_steps=0",
                              "--config.optimizer.lr=0.0", "--config.train.checkpoint_every=1"],
-                "finetune": ["--config.init_from=", "--config.from_scratch=True",
-                             "--config.vocab={stage:vocab}/vocab.txt"],
+                "finetune": ["--config.model.init_from=", "--config.model.from_scratch=True",
+                             "--config.data.vocab={stage:vocab}/vocab.txt"],
             },
         },
         "baseline": "no_pretraining",

@@ -1,0 +1,193 @@
+"""Using trained models: reload a fine-tuned export and score, predict or evaluate with it; embed
+sentences with any backbone and compare them.
+
+The commands evaluate / predict / embed / similarity are thin shells over these functions, and
+the fine-tuning loop scores its eval split with the same `run_eval` + `score`, so a reloaded
+export predicts exactly what training measured (tests/test_inference.py checks it bit for bit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bertlab.checkpoints import init_from as init_from_lib
+from bertlab.data.tasks.metrics import task_metrics
+from bertlab.data.tasks.registry import Split, TaskSpec
+from bertlab.models import BertForSequenceClassification, BertModel, mean_pool
+from bertlab.models.config import BertConfig
+from bertlab.text.tokenizer import Tokenizer, pack_ids
+from bertlab.train import loop
+from bertlab.train import mesh as mesh_lib
+from bertlab.train import steps
+from bertlab.train.loop import TrainConfigError
+from bertlab.train.task_data import encode_split, load_split, subsample
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a split (the fine-tuning loop's evaluation too).
+# --------------------------------------------------------------------------------------------
+
+def run_eval(eval_step: Callable, state, encoded: dict, batch_size: int, mesh
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, L), per-example loss (N,)) of every row of `encoded`, in order."""
+    count = len(encoded["token_ids"])
+    if not count:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.float32)
+    take = lambda rows: {name: value[rows] for name, value in encoded.items()}
+    batches = loop.eval_batches(take, count, batch_size)
+    logits, losses = [], []
+    total = loop.eval_batch_count(count, batch_size)
+    for index, batch in enumerate(loop.with_progress(batches, total, "evaluating")):
+        out = eval_step(state, mesh_lib.global_batch(batch, mesh))
+        real = min(batch_size, count - index * batch_size)
+        logits.append((out["logits"], real))
+        losses.append((out["loss"], real))
+    fetch = lambda parts: np.concatenate([np.asarray(jax.device_get(x))[:n] for x, n in parts])
+    return fetch(logits), fetch(losses)
+
+
+def score(spec: TaskSpec, logits: np.ndarray, losses: np.ndarray, labels: np.ndarray) -> dict:
+    """The task's metrics and the mean loss of one pass over a split."""
+    result = {"loss": float(np.mean(losses))}
+    result.update(task_metrics(spec, logits, labels))
+    return result
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# --------------------------------------------------------------------------------------------
+# A fine-tuned model: reload, predict, evaluate.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class FineTuned:
+    """A reloaded fine-tuned model, ready to score text."""
+
+    export: init_from_lib.Export
+    spec: TaskSpec
+    tokenizer: Tokenizer
+    state: Any  # a TrainState holding the params (no optimizer), for classify_eval_step
+    mesh: Any
+    eval_step: Callable  # the loop's jitted evaluation step, compiled once per loaded model
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.export.max_seq_length
+
+
+def load_finetuned(path: str, seed: int | None = None) -> FineTuned:
+    """An export dir, a seed dir or a fine-tuning workdir (best seed unless `seed`)."""
+    from bertlab.train.state import create_train_state
+
+    export = init_from_lib.load_export(init_from_lib.find_export(path, seed))
+    spec = export.task_spec()
+    model = BertForSequenceClassification(export.config, num_labels=spec.num_labels,
+                                          extra_layers=export.extra_layers)
+    mesh = mesh_lib.data_mesh()
+    params = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, export.params), mesh)
+    state = create_train_state(model, optax.identity(), params, mesh=mesh)
+    tokenizer = Tokenizer.from_file(export.vocab_path, lower_case=export.lower_case)
+    return FineTuned(export, spec, tokenizer, state, mesh, steps.jit_classify_eval_step(mesh=mesh))
+
+
+def predict_logits(model: FineTuned, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                   batch_size: int = 64) -> np.ndarray:
+    """Logits (N, num_labels) (the regression value in column 0), through the same jitted step
+    as the training loop's evaluation."""
+    if model.spec.is_pair and pairs is None:
+        raise ValueError(f"{model.spec.name} is a pair task: give the second texts too")
+    if not model.spec.is_pair and pairs is not None:
+        raise ValueError(f"{model.spec.name} takes single texts, not pairs")
+    encoded = model.tokenizer.pack(list(texts), None if pairs is None else list(pairs),
+                                   max_length=model.max_seq_length)
+    encoded["labels"] = np.zeros(len(texts), np.float32 if model.spec.is_regression else np.int32)
+    logits, _ = run_eval(model.eval_step, model.state, encoded,
+                         round_up(batch_size, model.mesh.size), model.mesh)
+    return logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=-1, keepdims=True)
+
+
+def evaluate_split(model: FineTuned, split: Split, batch_size: int = 64) -> tuple[dict, np.ndarray]:
+    """(metrics incl. loss, logits) of the model on a labelled split."""
+    encoded = encode_split(model.tokenizer, model.spec, split, model.max_seq_length)
+    logits, losses = run_eval(model.eval_step, model.state, encoded,
+                              round_up(batch_size, model.mesh.size), model.mesh)
+    return score(model.spec, logits, losses, encoded["labels"]), logits
+
+
+def load_eval_split(model: FineTuned, split: str, data_dir: str | None = None,
+                    max_examples: int = 0) -> Split:
+    """A split of the task the model was trained on, read the way training read it."""
+    record = model.export.data
+    if not record.get("task"):
+        raise TrainConfigError(f"{model.export.directory}: the export records no task data")
+    data_dir = record.get("data_dir", "") if data_dir is None else os.path.abspath(data_dir)
+    _, loaded = load_split(record["task"], data_dir, split, dict(record.get("options", {})),
+                           key="data-dir")
+    if not loaded.is_labelled:
+        raise TrainConfigError(f"split {split!r} of {record['task']} has no labels; use "
+                               f"`bertlab predict` for unlabelled text")
+    return subsample(loaded, max_examples, record.get("data_seed", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Sentence embeddings (any backbone) and their similarities.
+# --------------------------------------------------------------------------------------------
+
+def _encode_sentences(params, token_ids, segment_ids, attention_mask, *, config: BertConfig):
+    sequence_output, _ = BertModel(config).apply({"params": params}, token_ids, segment_ids,
+                                                 attention_mask, deterministic=True)
+    return mean_pool(sequence_output, attention_mask)  # (B, H)
+
+
+@functools.lru_cache(maxsize=8)
+def _sentence_encoder(config: BertConfig) -> Callable:
+    """The jitted encoder of one model config, kept so repeated calls compile once."""
+    return jax.jit(functools.partial(_encode_sentences, config=config))
+
+
+def sentence_embeddings(backbone: init_from_lib.Backbone, texts: Sequence[str], *,
+                        max_seq_length: int = 256, batch_size: int = 32,
+                        normalize: bool = False) -> np.ndarray:
+    """Mean-pooled last-layer vectors (N, H), sentence-transformers' recipe; optionally L2-
+    normalised. Batches are padded only to their longest text (rounded up to 16), which mean
+    pooling over real tokens makes irrelevant to the result."""
+    if backbone.params is None:
+        raise ValueError("sentence_embeddings needs pretrained weights")
+    max_seq_length = min(max_seq_length, backbone.config.max_position_embeddings)
+    tokenizer = Tokenizer.from_file(backbone.vocab_path, lower_case=backbone.lower_case)
+    ids = tokenizer.encode_batch(list(texts))
+    params = jax.tree_util.tree_map(jnp.asarray, backbone.params)
+    encode = _sentence_encoder(backbone.config)
+    out = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        longest = max(len(x) for x in chunk) + 2
+        length = min(max_seq_length, round_up(longest, 16))
+        packed = pack_ids(chunk, None, max_length=length, vocab=tokenizer.vocab)
+        out.append(np.asarray(encode(params, packed["token_ids"], packed["segment_ids"],
+                                     packed["attention_mask"])))
+    vectors = np.concatenate(out) if out else np.zeros((0, backbone.config.hidden_size), np.float32)
+    if normalize:
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return vectors
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return unit @ unit.T

@@ -1,0 +1,140 @@
+"""The fine-tuned model: a backbone (pretrained via model.init_from, or random with
+model.from_scratch) with a fresh classifier head on top, its initialiser and its optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bertlab.checkpoints import init_from as init_from_lib
+from bertlab.data.tasks.registry import Split
+from bertlab.models import BertForSequenceClassification
+from bertlab.models.config import BertConfig, ConfigError
+from bertlab.train import mesh as mesh_lib
+from bertlab.train import optimizer as optimizer_lib
+from bertlab.train.loop import TrainConfigError
+from bertlab.train.model_config import MODEL_SIZE_KEYS, copy_or_learn_vocab, model_config_from
+from bertlab.train.state import init_fn
+
+FROZEN_GROUPS = ("bert",)  # what train.freeze_backbone keeps fixed: the whole backbone
+
+
+def prepare_backbone(config, workdir: str, train: Split | None, *, log=print
+                     ) -> init_from_lib.Backbone:
+    """The backbone to start from. model.from_scratch: params=None (random init per seed) and
+    data.vocab, or a vocabulary learned on the training texts (so a no-pretraining control can
+    tokenise exactly as the pretrained arms), kept in workdir/vocab.txt for every seed."""
+    if not config.model.from_scratch:
+        try:
+            return init_from_lib.resolve_backbone(config.model.init_from)
+        except init_from_lib.InitFromError as e:
+            raise TrainConfigError(f"model.init_from: {e}") from None
+    data = config.data
+    path, vocab = copy_or_learn_vocab(workdir, data.vocab,
+                                      functools.partial(learn_task_vocab, data, train, log=log))
+    return init_from_lib.Backbone(scratch_model_config(config, len(vocab)), None, path,
+                                  bool(data.lower_case), "scratch", "from_scratch")
+
+
+def scratch_model_config(config, vocab_size: int) -> BertConfig:
+    """The model group's config for random weights; position rows default to
+    max(512, data.max_seq_length)."""
+    return model_config_from(config.model, vocab_size,
+                             max_position_embeddings=max(512, config.data.max_seq_length))
+
+
+def learn_task_vocab(data_config, train: Split, *, log=print):
+    """A data.vocab_size WordPiece vocabulary learned on the training split's texts."""
+    from bertlab.text.learn import VocabLearnError, learn_vocab
+
+    lines = list(train.texts) + list(train.text_pairs or [])
+    log(f"learning a {data_config.vocab_size}-entry WordPiece vocabulary from the "
+        f"{len(train)} training examples")
+    try:
+        return learn_vocab(lines, data_config.vocab_size, lower_case=data_config.lower_case)
+    except VocabLearnError as e:
+        raise TrainConfigError(f"data.vocab_size={data_config.vocab_size}: {e}") from None
+
+
+def finetune_model_config(config, backbone: init_from_lib.Backbone) -> BertConfig:
+    """The backbone's config with the run's dropout/dtype overrides; size overrides are refused
+    (they cannot change a pretrained checkpoint's shapes)."""
+    model, max_seq_length = config.model, config.data.max_seq_length
+    if backbone.kind == "scratch":
+        model_config = backbone.config
+    else:
+        for key in MODEL_SIZE_KEYS + ("max_position_embeddings",):
+            wanted = model[key]
+            if wanted is not None and wanted != getattr(backbone.config, key):
+                raise TrainConfigError(
+                    f"model.{key}={wanted} but model.init_from={model.init_from!r} has "
+                    f"{key}={getattr(backbone.config, key)}; size keys apply only with "
+                    f"model.from_scratch")
+        overrides = {key: model[key] for key in ("hidden_dropout", "attention_dropout")
+                     if model[key] is not None}
+        try:
+            model_config = dataclasses.replace(backbone.config, dtype=model.dtype, **overrides)
+        except ConfigError as e:
+            raise TrainConfigError(str(e).replace("BertConfig.", "model.")) from None
+    if (model_config.position_embedding == "learned"
+            and max_seq_length > model_config.max_position_embeddings):
+        raise TrainConfigError(f"data.max_seq_length={max_seq_length} exceeds the model's "
+                               f"max_position_embeddings={model_config.max_position_embeddings}")
+    return model_config
+
+
+def make_init_fn(model: BertForSequenceClassification, backbone_params, seq_len: int, mesh
+                 ) -> Callable[[jax.Array], Any]:
+    """rng -> the whole classifier's parameters, replicated: fresh head (and extra layers), the
+    backbone's weights from `backbone_params` (None: a random backbone, from_scratch). Shapes are
+    checked leaf by leaf first. Built once per run, so every seed reuses one compilation."""
+    init_all = init_fn(model, seq_len=seq_len)
+    if backbone_params is None:
+        init = jax.jit(init_all)
+        return lambda rng: mesh_lib.replicate(init(rng), mesh)
+    # Returning only the new parts lets XLA skip drawing a random backbone it would discard.
+    init = jax.jit(lambda key: {k: v for k, v in init_all(key).items() if k != "bert"})
+    expected = jax.eval_shape(lambda key: init_all(key)["bert"], jax.random.PRNGKey(0))
+    check_same_shapes(expected, backbone_params)
+    backbone = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, backbone_params), mesh)
+    return lambda rng: {"bert": backbone, **mesh_lib.replicate(init(rng), mesh)}
+
+
+def check_same_shapes(expected, given) -> None:
+    from flax.traverse_util import flatten_dict
+
+    want, have = flatten_dict(dict(expected), sep="/"), flatten_dict(dict(given), sep="/")
+    missing, unknown = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or unknown:
+        raise TrainConfigError(f"model.init_from backbone does not fit the model: missing "
+                               f"{missing[:5]}, unexpected {unknown[:5]}")
+    for name in want:
+        if tuple(want[name].shape) != tuple(np.shape(have[name])):
+            raise TrainConfigError(f"model.init_from backbone: bert/{name} has shape "
+                                   f"{np.shape(have[name])}, the model needs {want[name].shape}")
+
+
+def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
+                            frozen: Sequence[str] = ()
+                            ) -> tuple[optax.GradientTransformation, Callable]:
+    """bertlab.train.optimizer's recipe by name (`adam` is the tutorials' constant-rate Adam).
+    Groups in `frozen` get no optimizer state and zero updates (the train step also keeps them
+    bit for bit)."""
+    tx, schedule = optimizer_lib.make_optimizer(
+        opt.name, lr=opt.lr, warmup_steps=warmup_steps, num_steps=num_steps,
+        weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+        clip_norm=opt.clip_norm)
+    if frozen:
+        frozen = tuple(frozen)
+        labels = lambda params: {name: jax.tree_util.tree_map(
+            lambda _: "frozen" if name in frozen else "train", value)
+            for name, value in params.items()}
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    return tx, schedule
