@@ -165,6 +165,16 @@ def test_plan_row_buckets_is_the_least_waste_by_hand():
         packing.bucket_rows(8, (5, 7))
 
 
+def test_plan_batches_gives_each_batch_a_planned_bucket_that_fits():
+    lengths = np.array([8, 8, 8, 1, 1, 1, 5, 3, 8, 8])
+    batches = [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]  # needs 3, 1, 1, 2 rows of 8
+    rows, buckets = packing.plan_batches(lengths, batches, row_length=8, max_programs=2)
+    assert buckets == (1, 3) and rows == [3, 1, 1, 3]
+    for batch_rows, r in zip(batches, rows):
+        batch = padded_batch(lengths=lengths[batch_rows], width=8)
+        assert packing.pack_batch(batch, rows=r)["token_ids"].shape == (r, 8)
+
+
 # ------------------------------------------------------------------------------ the model
 
 
@@ -189,6 +199,18 @@ def test_classifier_logits_packed_equal_padded(position, kernel, pair):
     packed_logits = run(model, params, packed, **packed_kwargs(packed))
     assert packed_logits.shape == padded_logits.shape == (len(LENGTHS), 3)
     np.testing.assert_allclose(packed_logits, padded_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused_qkv", [True, False], ids=["fused_qkv", "three_projections"])
+def test_pre_ln_geglu_classifier_packed_equal_padded(fused_qkv, monkeypatch):
+    monkeypatch.setattr(attention, "FUSED_QKV", fused_qkv)
+    batch = padded_batch()
+    model = BertForSequenceClassification(config(pre_ln=True, activation="geglu",
+                                                 position_embedding="rotary"), num_labels=2)
+    params = init(model, batch)
+    packed = packing.pack_batch(batch)
+    np.testing.assert_allclose(run(model, params, packed, **packed_kwargs(packed)),
+                               run(model, params, batch), atol=1e-5, rtol=1e-5)
 
 
 def test_extra_layers_classifier_packed_equal_padded():

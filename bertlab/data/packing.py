@@ -50,7 +50,7 @@ packing them by their attention_mask lengths keeps truncation exactly as unpacke
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -148,6 +148,20 @@ def bucket_rows(need: int, buckets: Sequence[int]) -> int:
             return int(bucket)
     raise PackingError(f"a batch needs {need} rows but the largest planned bucket is "
                        f"{max(buckets)}; plan the buckets over every batch the loop will run")
+
+
+def plan_batches(lengths: np.ndarray, batches: Iterable[Sequence[int]], row_length: int,
+                 max_programs: int) -> tuple[list[int], tuple[int, ...]]:
+    """R for every batch of a run, from the examples' lengths alone (no token arrays).
+
+    lengths: (N,) real tokens per example of the split (example_lengths of its Tokenizer.pack
+    mask); batches: each batch's example indices, every batch the run will take (all epochs,
+    so the compiled shapes are fixed before the first step and a resumed run plans the same).
+    Returns (R per batch, the buckets)."""
+    lengths = np.asarray(lengths)
+    needs = [rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length) for rows in batches]
+    buckets = plan_row_buckets(needs, max_programs)
+    return [bucket_rows(need, buckets) for need in needs], buckets
 
 
 def pack_batch(batch: Mapping[str, np.ndarray], *, rows: int | None = None,
