@@ -37,12 +37,26 @@ from bertlab.text import fast as fast_path
 # The vocabulary and normalisation names are re-exported: they lived in this module before
 # bertlab.text.vocab and bertlab.text.normalize split off, and `from bertlab.text.tokenizer
 # import load_vocab` (or clean_text, ...) keeps working for callers.
-from bertlab.text.normalize import (CJK_RANGES, basic_tokenize, clean_text, is_cjk,  # noqa: F401
-                                    is_control, is_punctuation, is_whitespace, pad_cjk,
-                                    pre_tokenize, split_chunk, split_punctuation, strip_accents)
-from bertlab.text.vocab import (CLS, CONTINUATION, MASK, PAD, SEP, SPECIAL_TOKENS,  # noqa: F401
-                                UNK, Vocab, VocabError, infer_lower_case, load_vocab, save_vocab,
+from bertlab.text.normalize import (CJK_RANGES, basic_tokenize, clean_text, is_cjk, is_control,
+                                    is_punctuation, is_whitespace, pad_cjk, pre_tokenize,
+                                    split_chunk, split_punctuation, strip_accents)
+from bertlab.text.vocab import (CLS, CONTINUATION, MASK, PAD, SEP, SPECIAL_TOKENS, UNK, Vocab,
+                                VocabError, infer_lower_case, load_vocab, save_vocab,
                                 vocab_from_tokens)
+
+__all__ = [
+    # defined here
+    "MAX_CHARS_PER_WORD", "CHUNK_CACHE_ENTRIES", "FAST_BATCH_THRESHOLD", "wordpiece",
+    "decode_tokens", "special_token_pattern", "truncate_pair_lengths", "pack_ids", "ChunkCache",
+    "Tokenizer",
+    # re-exported from bertlab.text.normalize
+    "CJK_RANGES", "basic_tokenize", "clean_text", "is_cjk", "is_control", "is_punctuation",
+    "is_whitespace", "pad_cjk", "pre_tokenize", "split_chunk", "split_punctuation",
+    "strip_accents",
+    # re-exported from bertlab.text.vocab
+    "CLS", "CONTINUATION", "MASK", "PAD", "SEP", "SPECIAL_TOKENS", "UNK", "Vocab", "VocabError",
+    "infer_lower_case", "load_vocab", "save_vocab", "vocab_from_tokens",
+]
 
 MAX_CHARS_PER_WORD = 100  # transformers' and the Rust tokenizer's limit (Google's code: 200)
 CHUNK_CACHE_ENTRIES = 1 << 20  # ~100 MB at most; cleared (not evicted one by one) when full
