@@ -334,7 +334,7 @@ def test_mean_pool_by_hand():
 @pytest.mark.parametrize("knobs", [{}, {"pre_ln": True, "position_embedding": "rotary"}],
                          ids=["post_ln", "pre_ln_rotary"])
 @pytest.mark.parametrize("fused_qkv", [True, False])
-def test_first_only_skips_rows_without_changing_cls(knobs, fused_qkv, monkeypatch):
+def test_num_queries_1_skips_rows_without_changing_cls(knobs, fused_qkv, monkeypatch):
     """The classifier's shortcut: a last layer that attends from [CLS] alone gives [CLS]'s row
     and the pooled vector of the full encoder (same parameters, with either QKV layout)."""
     monkeypatch.setattr(attention, "FUSED_QKV", fused_qkv)
@@ -343,7 +343,7 @@ def test_first_only_skips_rows_without_changing_cls(knobs, fused_qkv, monkeypatc
     model = BertModel(config)
     params = init(model, ids, segments, mask)
     full_seq, full_pooled = apply(model, params, ids, segments, mask)
-    cls_seq, cls_pooled = apply(model, params, ids, segments, mask, first_only=True)
+    cls_seq, cls_pooled = apply(model, params, ids, segments, mask, num_queries=1)
     assert cls_seq.shape == (2, 1, config.hidden_size)
     np.testing.assert_allclose(cls_seq[:, 0], full_seq[:, 0], atol=1e-6, rtol=0)
     np.testing.assert_allclose(cls_pooled, full_pooled, atol=1e-6, rtol=0)

@@ -53,29 +53,31 @@ class BertModel(nn.Module):
 
     @nn.compact
     def __call__(self, token_ids: jax.Array, segment_ids: jax.Array, attention_mask: jax.Array,
-                 *, deterministic: bool = True, first_only: bool = False,
+                 *, deterministic: bool = True, num_queries: int | None = None,
                  example_ids: jax.Array | None = None, positions: jax.Array | None = None,
                  cls_index: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """first_only: the sequence output is [CLS]'s row alone (B, 1, H), and the last layer
-        skips the other rows (what a classifier reading the pooled output needs; same values).
+        """num_queries=n: the sequence output is the first n rows alone (B, n, H), and the last
+        layer skips the other rows; n=1 is [CLS] alone, what a classifier reading the pooled
+        output needs (same values).
 
         Packed rows: example_ids (B, T) (0 = padding) make attention block-diagonal, positions
         (B, T) replace 0..T-1 (required with example_ids), cls_index (K,) picks each example's
-        [CLS] for the pooler, which is then (K, H); with first_only the last layer runs for
+        [CLS] for the pooler, which is then (K, H); with num_queries=1 the last layer runs for
         those K tokens alone and the sequence output is (K, 1, H)."""
         config = self.config
         packed = example_ids is not None
         if packed and positions is None:
             raise ValueError("BertModel: packed rows (example_ids given) need their per-example "
                              "positions too; bertlab.data.packing.pack_batch writes both")
-        if packed and first_only and cls_index is None:
-            raise ValueError("BertModel: first_only on packed rows needs cls_index")
+        if packed and num_queries is not None and (num_queries != 1 or cls_index is None):
+            raise ValueError("BertModel: packed rows take num_queries=1 (each example's [CLS]) "
+                             f"with cls_index, got num_queries={num_queries}")
         x = Embeddings(config, name="embeddings")(token_ids, segment_ids, positions=positions,
                                                   deterministic=deterministic)  # (B, T, H)
         # (B, 1, 1, T), or (B, 1, T, T) block-diagonal when packed; shared by every layer
         bias = attention_bias(attention_mask, example_ids)
         encoder = Encoder(config, name="encoder")
-        if packed and first_only:
+        if packed and num_queries == 1:
             sequence_output = encoder(
                 x, bias, deterministic=deterministic, positions=positions,
                 last_query_index=cls_index,
@@ -84,7 +86,7 @@ class BertModel(nn.Module):
             pooled_output = Pooler(config, name="pooler")(sequence_output)  # (K, H)
         else:
             sequence_output = encoder(x, bias, deterministic=deterministic, positions=positions,
-                                      last_queries=1 if first_only else None)
+                                      num_queries=num_queries)
             pooled_output = Pooler(config, name="pooler")(sequence_output, cls_index)
         return sequence_output, pooled_output
 
@@ -147,7 +149,8 @@ class BertForSequenceClassification(nn.Module):
         # Without extra layers only the pooled [CLS] is read: the last layer skips other rows.
         sequence_output, pooled_output = BertModel(config, name="bert")(
             token_ids, segment_ids, attention_mask, deterministic=deterministic,
-            first_only=not self.extra_layers, example_ids=example_ids, positions=positions,
+            num_queries=None if self.extra_layers else 1, example_ids=example_ids,
+            positions=positions,
             cls_index=cls_index)
         if self.extra_layers:
             hidden = Encoder(config, num_layers=self.extra_layers, name="head_encoder")(

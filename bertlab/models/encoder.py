@@ -116,7 +116,7 @@ class Encoder(nn.Module):
     """`num_layers` blocks named layer_0 ... (plus the final LayerNorm when pre_ln). Scope: encoder.
 
     `num_layers` defaults to the config's; the classifier's fresh extra blocks reuse this with
-    their own count. `last_queries`=n returns only the first n positions (B, n, H): the last
+    their own count. `num_queries`=n returns only the first n positions (B, n, H): the last
     layer then computes queries, attention, feed-forward and LayerNorms for those rows alone
     (keys and values still see every token), which is exact, and saves most of a layer when a
     classifier reads only [CLS].
@@ -124,7 +124,7 @@ class Encoder(nn.Module):
     Packed rows: `positions` (B, T) restart at each example (rotary reads them), `bias` is
     block-diagonal, and `last_query_index` (K,) with `last_bias` (1, 1, K, B*T) makes the last
     layer compute only the K examples' [CLS] tokens, returned as (1, K, H): the packed
-    counterpart of last_queries=1.
+    counterpart of num_queries=1.
     """
 
     config: BertConfig
@@ -132,7 +132,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
-                 last_queries: int | None = None, positions: jax.Array | None = None,
+                 num_queries: int | None = None, positions: jax.Array | None = None,
                  last_query_index: jax.Array | None = None, last_bias: jax.Array | None = None):
         count = self.config.num_layers if self.num_layers is None else self.num_layers
         for index in range(count):
@@ -140,7 +140,7 @@ class Encoder(nn.Module):
             select = last and last_query_index is not None
             x = EncoderLayer(self.config, name=f"layer_{index}")(
                 x, last_bias if select else bias, deterministic=deterministic,
-                num_queries=last_queries if last else None, positions=positions,
+                num_queries=num_queries if last else None, positions=positions,
                 query_index=last_query_index if select else None)
         if self.config.pre_ln:
             x = layer_norm(self.config, "LayerNorm")(x)
