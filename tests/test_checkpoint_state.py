@@ -272,3 +272,17 @@ def test_save_on_a_full_disk_is_one_oserror_naming_the_file(tmp_path, monkeypatc
         f"{data}: no space left on device while saving checkpoint 20 (free some space or write "
         f"elsewhere)")
     assert not partial.exists() and sorted(os.listdir(tmp_path / "checkpoints")) == ["10"]
+
+
+def test_file_record_catches_missing_and_changed_files(tmp_path):
+    save_steps(tmp_path, steps=(10,))
+    step = tmp_path / "checkpoints" / "10"
+    meta = step / "meta" / "metadata"
+    text = meta.read_text()
+    meta.write_text(text.replace("[0, 10]", "[0, 11]"))  # same size, other content
+    assert ckpt.verify_files(str(tmp_path), 10) == (
+        "meta/metadata has changed since it was saved (sha256 differs)")
+    meta.unlink()
+    assert ckpt.verify_files(str(tmp_path), 10) == "meta/metadata is missing"
+    (step / ckpt.FILES_RECORD).write_text("{not json")
+    assert ckpt.verify_files(str(tmp_path), 10).startswith(f"{ckpt.FILES_RECORD} is unreadable")

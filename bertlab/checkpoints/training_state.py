@@ -217,13 +217,16 @@ def verify_files(workdir: str, step: int) -> str | None:
         return f"{FILES_RECORD} is unreadable ({type(e).__name__}: {e})"
     for rel, (size, digest) in sorted(recorded.items()):
         file = os.path.join(directory, rel)
-        if not os.path.exists(file):
+        try:
+            actual = os.path.getsize(file)
+            if actual != size:
+                return f"{rel} has {actual} bytes, {size} when saved (truncated or overwritten)"
+            if digest is not None and _sha256(file) != digest:
+                return f"{rel} has changed since it was saved (sha256 differs)"
+        except FileNotFoundError:
             return f"{rel} is missing"
-        actual = os.path.getsize(file)
-        if actual != size:
-            return f"{rel} has {actual} bytes, {size} when saved (truncated or overwritten)"
-        if digest is not None and _sha256(file) != digest:
-            return f"{rel} has changed since it was saved (sha256 differs)"
+        except OSError as e:
+            return f"{rel} cannot be read ({e.strerror or e})"
     return None
 
 
