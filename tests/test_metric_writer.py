@@ -1,0 +1,42 @@
+"""metrics.jsonl, the record every plot, report and resume reads: what a line holds, how a
+resume's repeated steps and a line cut by a crash are read back."""
+
+import json
+
+from bertlab.train.metric_writer import METRICS_FILE, MetricWriter, read_metrics
+
+
+def test_lines_hold_step_split_and_scalars_and_non_finite_values_as_strings(tmp_path):
+    writer = MetricWriter(str(tmp_path), total_steps=10, progress=False)
+    writer.write(2, "train", {"loss": 1.5, "grad_norm": float("inf")})
+    writer.write(2, "eval", {"mlm_loss": float("nan")})
+    writer.close()
+    lines = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in lines] == [(2, "train"), (2, "eval")]
+    assert lines[0]["loss"] == 1.5 and lines[0]["grad_norm"] == "inf"
+    assert lines[1]["mlm_loss"] == "nan" and isinstance(lines[0]["time"], float)
+    assert (tmp_path / "tensorboard").is_dir()
+
+
+def test_a_resume_appends_and_the_last_line_of_a_step_wins(tmp_path):
+    first = MetricWriter(str(tmp_path), total_steps=10, progress=False)
+    first.write(4, "train", {"loss": 3.0})
+    first.write(6, "train", {"loss": 2.0})  # after the last checkpoint: redone on resume
+    first.close()
+    resumed = MetricWriter(str(tmp_path), total_steps=10, initial_step=4, progress=False)
+    resumed.write(6, "train", {"loss": 2.5})
+    resumed.close()
+    with open(tmp_path / METRICS_FILE, "a") as f:
+        f.write('{"step": 8, "split": "tr')  # a crash mid-line
+    metrics = read_metrics(str(tmp_path / METRICS_FILE))
+    assert sorted(metrics["train"]) == [4, 6] and metrics["train"][6]["loss"] == 2.5
+    assert read_metrics(str(tmp_path / "absent.jsonl")) == {}
+
+
+def test_a_disabled_writer_writes_nothing(tmp_path, capsys):
+    writer = MetricWriter(str(tmp_path), total_steps=10, enabled=False)
+    writer.write(1, "train", {"loss": 1.0})
+    writer.message("not shown")
+    writer.progress(1, loss="1.0")
+    writer.close()
+    assert list(tmp_path.iterdir()) == [] and capsys.readouterr().out == ""
