@@ -4,21 +4,24 @@ One test (or a pointer to one elsewhere) per fault class of the README's "Reliab
 
 | fault | where it is tested |
 |---|---|
-| two processes on one workdir / --out | test_second_process_is_refused_naming_the_holder, test_create_data_refuses_a_locked_out_dir |
-| a holder killed (SIGKILL) | test_lock_of_a_killed_process_is_taken_over_with_a_notice |
+| two processes on one workdir / --out | test_second_process_is_refused_naming_the_holder, test_create_data_refuses_a_locked_out_dir, (slow, loop) test_second_pretraining_on_a_running_workdir_is_refused |
+| a lock holder killed (SIGKILL) | test_lock_of_a_killed_process_is_taken_over_with_a_notice |
 | --workdir / --out is a regular file | test_workdir_that_is_a_file_is_one_line |
-| a truncated file in the latest checkpoint | test_checkpoint_state.py::test_unreadable_latest_checkpoint_falls_back_to_the_newest_good_one (+ restore_params, manifest) |
+| a truncated or changed file in the latest checkpoint | test_checkpoint_state.py: test_unreadable_latest_checkpoint_falls_back_to_the_newest_good_one, test_restore_params_falls_back_the_same_way, test_file_record_catches_missing_and_changed_files; (slow, loop) test_pretraining_resumes_past_a_truncated_checkpoint |
+| an intact checkpoint that does not fit | test_checkpoint_state.py::test_intact_checkpoint_that_does_not_fit_is_an_error_not_a_fallback |
 | metrics of abandoned steps | test_checkpoint_state.py::test_trim_metrics_moves_later_records_aside |
-| disk full while writing shards / a checkpoint | test_create_data_on_a_full_disk_names_the_file, test_checkpoint_state.py::test_save_on_a_full_disk_is_one_oserror |
-| read-only output path | test_create_data_on_a_read_only_path_is_one_line |
-| truncated safetensors in `bertlab convert` | test_convert_of_truncated_safetensors_is_one_line |
-| non-UTF-8 input | test_undecodable_file_is_named_by_the_cli, test_task_loaders.py (tables, file:line) |
-| empty / missing label cell, missing column | test_task_loaders.py::test_table_empty_label_* , ::test_table_missing_column_is_reported_at_the_header |
+| disk full: shards, a checkpoint | test_create_data_on_a_full_disk_names_the_file, test_create_data_on_a_real_full_disk, test_checkpoint_save_on_a_real_full_disk, test_checkpoint_state.py::test_save_on_a_full_disk_is_one_oserror_naming_the_file |
+| read-only or unwritable path | test_create_data_on_a_read_only_path_is_one_line, test_read_only_and_unwritable_errors_are_one_line |
+| truncated weights in `bertlab convert` | test_checkpoints.py::test_truncated_weights_are_one_line_naming_the_file |
+| non-UTF-8 input | test_undecodable_file_is_named_by_the_cli, test_task_loaders.py::test_table_not_utf8_names_the_file_and_line |
+| empty / missing label cell, missing column | test_task_loaders.py: test_table_empty_label_is_an_error_naming_file_line_and_column, test_table_empty_label_rows_dropped_with_skip_unlabelled, test_table_test_file_with_an_empty_label_column_reads_unlabelled, test_table_missing_column_is_reported_at_the_header |
+| a bug (not the user's) | test_cli_one_line_for_os_errors_and_traceback_for_bugs (traceback kept; BERTLAB_DEBUG=1 shows every traceback) |
 | a finished run's results on a failed resume | test_run_files_keep_a_finished_run_until_the_new_one_finishes |
-| config keys / types (held before) | test_config_cli.py |
-| resume after SIGTERM / SIGKILL, NaN stop, incompatible resume (held before) | test_pretrain.py, test_checkpoint_state.py::test_check_compatible_names_the_differing_key |
-| GLUE/CSV/JSONL rows with file:line (held before) | test_glue.py, test_task_loaders.py |
-| multi-process data parallelism | test_multiprocess.py |
+| multi-process data parallelism, uneven shards | test_multiprocess.py |
+| held before this suite: config keys and types | test_config_cli.py, test_pretrain.py::test_bad_config_is_one_line_and_exit_2 |
+| held before: resume after a signal, NaN stop, incompatible resume | test_pretrain.py: test_resume_is_exact, test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint, test_incompatible_resume_fails_and_keeps_everything |
+| held before: GLUE/CSV/JSONL rows with file:line | test_glue.py (test_wrong_column_count_names_file_and_line, ...), test_task_loaders.py::test_table_row_errors_name_file_and_line |
+| held before: create-data refusing to overwrite | test_pretraining_data.py::test_cli_end_to_end |
 """
 
 from __future__ import annotations
