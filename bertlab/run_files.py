@@ -45,17 +45,19 @@ def is_finished(workdir: str) -> bool:
     return os.path.exists(os.path.join(workdir, FINAL_METRICS_FILE))
 
 
-def record_start(workdir: str, config: Mapping[str, Any], *, is_main: bool = True) -> str:
-    """Writes this start's config without replacing a finished run's; returns the path written."""
+def record_start(workdir: str, config: Mapping[str, Any], *, is_main: bool = True,
+                 default=None) -> str:
+    """Writes this start's config without replacing a finished run's; returns the path written.
+    `default` serialises what JSON cannot (as json.dump's)."""
     if not is_main:
         return ""
     current = os.path.join(workdir, CONFIG_FILE)
     if is_finished(workdir):
         path = os.path.join(workdir, PENDING_CONFIG_FILE)
-        write_json(path, dict(config))
+        write_json(path, dict(config), default=default)
         return path
-    _keep_previous(current, config)
-    write_json(current, dict(config))
+    _keep_previous(current, json.loads(json.dumps(dict(config), default=default)))
+    write_json(current, dict(config), default=default)
     return current
 
 
