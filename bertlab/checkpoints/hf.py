@@ -23,7 +23,7 @@ import numpy as np
 
 from bertlab.checkpoints.names import (CheckpointError, TensorSource, assemble, flatten_params,
                                        hf_name)
-from bertlab.models.config import BertConfig, ConfigError
+from bertlab.models.config import BertConfig, ConfigError, changed_recipe_knobs
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
         refusals.append(f"position_embedding={config.position_embedding!r}")
     if config.pre_ln:
         refusals.append("pre_ln=True")
+    refusals += changed_recipe_knobs(config) + (["type_vocab_size=0"] if not config.type_vocab_size else [])
     if refusals:
         raise ConfigError(f"cannot export to HuggingFace BERT: {', '.join(refusals)} has no "
                           f"transformers equivalent; use save_bertlab / --to bertlab instead")

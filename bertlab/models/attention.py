@@ -1,8 +1,13 @@
-"""Multi-head self-attention: projections, the padding bias, the rotary knob, the kernel.
+"""Multi-head self-attention: projections, the padding bias, the position knobs (rotary, ALiBi),
+the sliding window, the kernel.
 
 Packed rows (bertlab.data.packing) hold several examples; `attention_bias` given per-token
 example ids makes the bias block-diagonal, so each token sees only its own example's tokens and
 the numbers equal the unpacked ones. The same additive bias feeds both kernels.
+
+ALiBi and the sliding window depend on the distance |p_q - p_k| between per-token positions
+(0..T-1, or each packed example's own positions), so within one example they are the same
+padded or packed; pairs across examples are already masked by the block-diagonal bias.
 
 Scores and softmax run in float32 whatever the compute dtype: bfloat16 softmax over 512 keys
 loses the small weights that fine-tuning depends on, and it costs nothing at these sizes.
@@ -10,11 +15,13 @@ loses the small weights that fine-tuning depends on, and it costs nothing at the
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bertlab.models.config import BertConfig
 from bertlab.models.embedding import bert_initializer, compute_dtype
@@ -51,6 +58,36 @@ def selected_queries_bias(attention_mask: jax.Array, example_ids: jax.Array,
     return jnp.where(keep, 0.0, MASKED_SCORE).astype(jnp.float32)[None, None]  # (1, 1, K, B*T)
 
 
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Per-head ALiBi slopes (Press et al. 2022, "Train Short, Test Long", Section 3).
+
+    For n a power of two: the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8). Otherwise
+    the paper's recipe: the slopes of the largest power of two m < n, then every other slope
+    of 2m for the n - m heads left. float32 (N,)."""
+    def powers_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    m = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = powers_of_two(m) + powers_of_two(2 * m)[0::2][:num_heads - m]
+    return np.asarray(slopes, np.float32)
+
+
+def position_distance(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    """|p_q - p_k| (B or 1, n, T) float32 from positions (B or 1, n) and (B or 1, T)."""
+    return jnp.abs(q_positions[:, :, None] - k_positions[:, None, :]).astype(jnp.float32)
+
+
+def alibi_bias(distance: jax.Array, num_heads: int) -> jax.Array:
+    """-slope_h * |p_q - p_k|: the symmetric (bidirectional) ALiBi of MosaicBERT. -> (B|1, N, n, T)."""
+    return -jnp.asarray(alibi_slopes(num_heads))[None, :, None, None] * distance[:, None]
+
+
+def window_bias(distance: jax.Array, half_window: int) -> jax.Array:
+    """0 within half_window positions, MASKED_SCORE beyond. -> (B|1, 1, n, T) float32."""
+    return jnp.where(distance <= half_window, 0.0, MASKED_SCORE).astype(jnp.float32)[:, None]
+
+
 def rotary_angles(seq_len: int, head_dim: int, base: float = 10000.0,
                   positions: jax.Array | None = None) -> jax.Array:
     """(T, D/2) rotation angles p * base^(-2i/D) of RoFormer (Su et al. 2021) for p = 0..T-1,
@@ -79,33 +116,39 @@ def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
 
 
 def rotary_qk(q: jax.Array, k: jax.Array, q_positions: jax.Array | None = None,
-              k_positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+              k_positions: jax.Array | None = None, base: float = 10000.0
+              ) -> tuple[jax.Array, jax.Array]:
     """Queries may be the first n < T positions only (SelfAttention's num_queries). Given
-    positions (B, n) and (B, T) (packed rows), each token turns by its own position."""
+    positions (B, n) and (B, T) (packed rows), each token turns by its own position. `base` is
+    the layer's rotary theta (ModernBERT: one for global layers, one for local ones)."""
     if k_positions is None:
-        angles = rotary_angles(k.shape[1], k.shape[-1])  # (T, D/2)
+        angles = rotary_angles(k.shape[1], k.shape[-1], base)  # (T, D/2)
         return rotate(q, angles[:q.shape[1]]), rotate(k, angles)
     head_dim = k.shape[-1]
-    return (rotate(q, rotary_angles(q.shape[1], head_dim, positions=q_positions)),
-            rotate(k, rotary_angles(k.shape[1], head_dim, positions=k_positions)))
+    return (rotate(q, rotary_angles(q.shape[1], head_dim, base, positions=q_positions)),
+            rotate(k, rotary_angles(k.shape[1], head_dim, base, positions=k_positions)))
 
 
 def unchanged_qk(q: jax.Array, k: jax.Array, q_positions: jax.Array | None = None,
-                 k_positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 k_positions: jax.Array | None = None, base: float = 10000.0
+                 ) -> tuple[jax.Array, jax.Array]:
     return q, k
 
 
-# position_embedding knob, attention side: only rotary touches queries and keys.
+# position_embedding knob, attention side: only rotary touches queries and keys (ALiBi biases
+# the scores instead: SelfAttention adds alibi_bias).
 QK_POSITION_TRANSFORMS: dict[str, Callable] = {
     "learned": unchanged_qk,
     "sinusoidal": unchanged_qk,
+    "scaled_sinusoidal": unchanged_qk,
     "rotary": rotary_qk,
+    "alibi": unchanged_qk,
     "none": unchanged_qk,
 }
 
 
 def attention_probs(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
-    """Softmax(q k^T / sqrt(D) + bias) in float32. q, k: (B, T, N, D); bias (B, 1, 1 or T, T)."""
+    """Softmax(q k^T / sqrt(D) + bias) in float32. q, k: (B, T, N, D); bias (B, 1 or N, 1 or T, T)."""
     q = q / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
     scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)  # (B, N, T, T)
     return jax.nn.softmax(scores + bias, axis=-1)
@@ -116,15 +159,22 @@ def weighted_values(probs: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
 
 
-def explicit_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """Einsum scores, float32 softmax, dropout on the weights: (B, T, N, D) -> (B, T, N, D)."""
+def explicit_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array],
+                       half_window: int | None = None) -> jax.Array:
+    """Einsum scores, float32 softmax, dropout on the weights: (B, T, N, D) -> (B, T, N, D).
+    A sliding window is already in `bias` (half_window is for the fused kernel only)."""
     probs = dropout(attention_probs(q, k, bias))  # (B, N, T, T)
     return weighted_values(probs, v)
 
 
-def fused_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """jax.nn.dot_product_attention, which has no dropout: only used when dropout is inactive."""
-    return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype), implementation="xla")
+def fused_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array],
+                    half_window: int | None = None) -> jax.Array:
+    """jax.nn.dot_product_attention, which has no dropout: only used when dropout is inactive.
+    half_window: its local_window_size (row indices; equal to per-example positions because a
+    packed example's tokens are contiguous and cross-example pairs are masked by `bias`)."""
+    window = None if half_window is None else (half_window, half_window)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype),
+                                        local_window_size=window, implementation="xla")
 
 
 # attention_kernel: how the same attention is computed (see BertConfig.attention_kernel).
@@ -146,9 +196,12 @@ class ProjectionParams(nn.Module):
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
+        """(kernel, bias); the bias is zeros (not a param) when config.attention_bias is off."""
         size = self.config.hidden_size
         kernel = self.param("kernel", bert_initializer(self.config.initializer_range),
                             (size, size), jnp.float32)
+        if not self.config.attention_bias:
+            return kernel, jnp.zeros((size,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (size,), jnp.float32)
         return kernel, bias
 
@@ -158,9 +211,12 @@ class SelfAttention(nn.Module):
 
     Returns the per-token context (B, T, H) before the output projection, which belongs to
     the residual sub-layer (`attention/output/dense`) as in the original checkpoint.
+
+    layer_index picks the layer's attention pattern (config.is_global_layer) and rotary theta.
     """
 
     config: BertConfig
+    layer_index: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
@@ -203,15 +259,32 @@ class SelfAttention(nn.Module):
                 k, v = (y.reshape(heads(seq_len)) for y in jnp.split(kv, 2, axis=-1))  # (B,T,N,D)
         else:
             def project(name: str, rows: jax.Array) -> jax.Array:
-                y = nn.Dense(config.hidden_size,
+                y = nn.Dense(config.hidden_size, use_bias=config.attention_bias,
                              kernel_init=bert_initializer(config.initializer_range),
                              dtype=compute_dtype(config), name=name)(rows)  # (B, T, H)
                 return y.reshape(heads(rows.shape[1]))  # (B, T, N, D)
 
             q, k, v = project("query", select(x)), project("key", x), project("value", x)
-        q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k, q_positions, positions)
+        is_global = config.is_global_layer(self.layer_index)
+        theta = (config.rotary_theta if is_global or config.local_rotary_theta is None
+                 else config.local_rotary_theta)
+        q, k = QK_POSITION_TRANSFORMS[config.position_embedding](q, k, q_positions, positions,
+                                                                 base=theta)
         dropout_active = not deterministic and config.attention_dropout > 0.0
-        kernel = ATTENTION_KERNELS["explicit" if dropout_active else config.attention_kernel]
+        kernel_name = "explicit" if dropout_active else config.attention_kernel
+        half_window = None if is_global else config.local_window // 2
+        # The fused kernel windows by row index: right when queries and keys are the same rows.
+        fused_window = (half_window if kernel_name == "fused" and query_index is None
+                        and n == seq_len else None)
+        alibi = config.position_embedding == "alibi"
+        if alibi or (half_window is not None and fused_window is None):
+            k_pos = positions if positions is not None else jnp.arange(seq_len)[None]  # (B|1, T)
+            q_pos = q_positions if q_positions is not None else jnp.arange(n)[None]  # (B|1, n)
+            distance = position_distance(q_pos, k_pos)  # (B|1, n, T)
+            if alibi:
+                bias = bias + alibi_bias(distance, config.num_heads)  # (B, N, n, T)
+            if half_window is not None and fused_window is None:
+                bias = bias + window_bias(distance, half_window)  # (B, 1|N, n, T)
         dropout = nn.Dropout(config.attention_dropout, deterministic=deterministic)
-        context = kernel(q, k, v, bias, dropout)  # (B, n, N, D)
+        context = ATTENTION_KERNELS[kernel_name](q, k, v, bias, dropout, fused_window)  # (B,n,N,D)
         return context.reshape(batch, n, config.hidden_size)  # (B, n, H)

@@ -8,26 +8,35 @@ restart at each example, and per-example outputs (pooled, NSP and classifier log
 
 Parameter tree of BertForPreTraining (leaf shapes; linen leaf names kernel/bias/embedding/scale):
 
-    bert/embeddings/word_embeddings/embedding             (V, H)
+    bert/embeddings/word_embeddings/embedding             (V, H)   V: padded_vocab_size
     bert/embeddings/position_embeddings/embedding         (P, H)   learned positions only
-    bert/embeddings/token_type_embeddings/embedding       (S, H)
-    bert/embeddings/LayerNorm/{scale,bias}                (H,)
+    bert/embeddings/position_scale                        (1,)     scaled_sinusoidal only
+    bert/embeddings/token_type_embeddings/embedding       (S, H)   type_vocab_size > 0 only
+    bert/embeddings/LayerNorm/{scale,bias}                (H,)     embedding_norm only
     bert/encoder/layer_N/attention/self/{query,key,value}/{kernel (H, H), bias (H,)}
     bert/encoder/layer_N/attention/output/dense/{kernel (H, H), bias}
     bert/encoder/layer_N/attention/output/LayerNorm       post-LN only
-    bert/encoder/layer_N/attention/LayerNorm              pre-LN only (before self-attention)
+    bert/encoder/layer_N/attention/LayerNorm              pre-LN only (before self-attention;
+                                                          not layer_0 if first_layer_attention_norm=False)
     bert/encoder/layer_N/intermediate/dense/{kernel (H, I) or (H, 2I) gated, bias}
     bert/encoder/layer_N/intermediate/LayerNorm           pre-LN only (before the feed-forward)
     bert/encoder/layer_N/output/dense/{kernel (I, H), bias}
     bert/encoder/layer_N/output/LayerNorm                 post-LN only
     bert/encoder/LayerNorm                                pre-LN only (after the last layer)
     bert/pooler/dense/{kernel (H, H), bias}
+    bert/pooler/LayerNorm/{scale,bias}                    pooler='transform' only
     cls/predictions/transform/dense/{kernel (H, H), bias}
     cls/predictions/transform/LayerNorm/{scale,bias}
     cls/predictions/decoder/kernel                        (H, V)  tie_embeddings=False only
     cls/predictions/output_bias                           (V,)
     cls/seq_relationship/output_weights                   (2, H)  with_nsp only, TF layout
     cls/seq_relationship/output_bias                      (2,)
+
+Knobs that remove leaves: attention_bias / mlp_bias / head_bias=False drop the `bias` of the
+attention (query, key, value, attention/output/dense), feed-forward (intermediate/dense,
+output/dense), and pooler / MLM transform dense layers; decoder_bias=False drops
+cls/predictions/output_bias; norm_bias=False or norm='rmsnorm' drop every LayerNorm/bias (an
+RMSNorm keeps the scope name LayerNorm, holding `scale` only).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from bertlab.models.attention import attention_bias, selected_queries_bias
 from bertlab.models.config import BertConfig
 from bertlab.models.embedding import Embeddings, bert_initializer, compute_dtype
 from bertlab.models.encoder import Encoder
-from bertlab.models.heads import Pooler, PreTrainingHeads, gather_positions
+from bertlab.models.heads import Pooler, PreTrainingHeads, gather_positions, masked_mean
 
 
 class BertModel(nn.Module):
@@ -69,6 +78,9 @@ class BertModel(nn.Module):
         if packed and positions is None:
             raise ValueError("BertModel: packed rows (example_ids given) need their per-example "
                              "positions too; bertlab.data.packing.pack_batch writes both")
+        if num_queries is not None and config.classifier_pooling == "mean":
+            raise ValueError("BertModel: classifier_pooling='mean' reads every token, so the "
+                             f"last layer cannot skip rows (num_queries={num_queries})")
         if packed and num_queries is not None and (num_queries != 1 or cls_index is None):
             raise ValueError("BertModel: packed rows take num_queries=1 (each example's [CLS]) "
                              f"with cls_index, got num_queries={num_queries}")
@@ -87,7 +99,8 @@ class BertModel(nn.Module):
         else:
             sequence_output = encoder(x, bias, deterministic=deterministic, positions=positions,
                                       num_queries=num_queries)
-            pooled_output = Pooler(config, name="pooler")(sequence_output, cls_index)
+            pooled_output = Pooler(config, name="pooler")(sequence_output, cls_index,
+                                                          attention_mask, example_ids)
         return sequence_output, pooled_output
 
 
@@ -146,17 +159,20 @@ class BertForSequenceClassification(nn.Module):
         if example_ids is not None and cls_index is None:
             raise ValueError("BertForSequenceClassification: packed rows need cls_index, the "
                              "flat position of each example's [CLS]")
-        # Without extra layers only the pooled [CLS] is read: the last layer skips other rows.
+        # Without extra layers only the pooled [CLS] is read: the last layer skips other rows
+        # (not with mean pooling, which reads them all).
+        cls_only = not self.extra_layers and config.classifier_pooling == "cls"
         sequence_output, pooled_output = BertModel(config, name="bert")(
             token_ids, segment_ids, attention_mask, deterministic=deterministic,
-            num_queries=None if self.extra_layers else 1, example_ids=example_ids,
+            num_queries=1 if cls_only else None, example_ids=example_ids,
             positions=positions,
             cls_index=cls_index)
         if self.extra_layers:
             hidden = Encoder(config, num_layers=self.extra_layers, name="head_encoder")(
                 sequence_output, attention_bias(attention_mask, example_ids),
                 deterministic=deterministic, positions=positions)
-            pooled_output = Pooler(config, name="head_pooler")(hidden, cls_index)
+            pooled_output = Pooler(config, name="head_pooler")(hidden, cls_index, attention_mask,
+                                                               example_ids)
         pooled_output = nn.Dropout(config.hidden_dropout)(pooled_output, deterministic=deterministic)
         classifier = nn.Dense(self.num_labels, kernel_init=bert_initializer(config.initializer_range),
                               dtype=compute_dtype(config), name="classifier")
@@ -171,18 +187,6 @@ def mean_pool(sequence_output: jax.Array, attention_mask: jax.Array,
     static slot count K give one average per example slot, (K, H), in input order; an unused
     slot gives zeros.
     """
-    if example_ids is not None:
-        if num_examples is None:
-            raise ValueError("mean_pool: packed rows need num_examples (the K of the batch)")
-        hidden = sequence_output.shape[-1]
-        real = attention_mask.reshape(-1).astype(bool)  # (B*T,)
-        ids = jnp.where(real, example_ids.reshape(-1), 0)  # (B*T,): padding -> segment 0
-        tokens = sequence_output.reshape(-1, hidden).astype(jnp.float32)  # (B*T, H)
-        total = jax.ops.segment_sum(tokens, ids, num_segments=num_examples + 1)[1:]  # (K, H)
-        count = jax.ops.segment_sum(real.astype(jnp.float32), ids,
-                                    num_segments=num_examples + 1)[1:, None]  # (K, 1)
-        return total / jnp.maximum(count, 1e-9)
-    mask = attention_mask.astype(jnp.float32)[:, :, None]  # (B, T, 1)
-    total = jnp.sum(sequence_output.astype(jnp.float32) * mask, axis=1)  # (B, H)
-    count = jnp.maximum(jnp.sum(mask, axis=1), 1e-9)  # (B, 1)
-    return total / count
+    if example_ids is not None and num_examples is None:
+        raise ValueError("mean_pool: packed rows need num_examples (the K of the batch)")
+    return masked_mean(sequence_output, attention_mask, example_ids, num_examples)

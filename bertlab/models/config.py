@@ -15,13 +15,18 @@ from typing import Any, Mapping
 # The names each knob accepts. The functions behind them live beside the layer that uses them
 # (encoder.ACTIVATIONS, embedding.POSITION_TABLES, attention.QK_POSITION_TRANSFORMS); the tests
 # check that those dicts and these tuples agree, so a config is rejected before any jax work.
-ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "geglu")
-POSITION_EMBEDDING_NAMES = ("learned", "sinusoidal", "rotary", "none")
+ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "geglu", "swiglu")
+POSITION_EMBEDDING_NAMES = ("learned", "sinusoidal", "scaled_sinusoidal", "rotary", "alibi", "none")
 DTYPE_NAMES = ("float32", "bfloat16")
 ATTENTION_KERNEL_NAMES = ("explicit", "fused")
+NORM_NAMES = ("layernorm", "rmsnorm")
+POOLER_NAMES = ("tanh", "transform")
+CLASSIFIER_POOLING_NAMES = ("cls", "mean")
 
 # Activations whose feed-forward input projection is twice as wide (a value half and a gate half).
-GATED_ACTIVATIONS = ("geglu",)
+GATED_ACTIVATIONS = ("geglu", "swiglu")
+# The ungated activations, the only ones an H -> H head transform can use.
+HEAD_ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu")
 
 
 class ConfigError(ValueError):
@@ -53,16 +58,76 @@ class BertConfig:
     # active (evaluation, or attention_dropout=0). Same numbers either way (tested).
     attention_kernel: str = "explicit"
 
+    # ---- Recipe knobs (issue 17). Each default is the original BERT; the README's knob table
+    # says which recipe sets what (cramming, MosaicBERT, ModernBERT).
+    norm: str = "layernorm"  # layernorm | rmsnorm (Zhang & Sennrich 2019: no centring, no shift)
+    norm_bias: bool = True  # LayerNorm's learned shift (rmsnorm has none)
+    attention_bias: bool = True  # bias of the query/key/value and attention-output projections
+    mlp_bias: bool = True  # bias of the feed-forward input and output projections
+    head_bias: bool = True  # bias of the pooler's and the MLM transform's dense layer
+    decoder_bias: bool = True  # the MLM output bias over the vocabulary (cls/predictions/output_bias)
+    embedding_norm: bool = True  # the norm after the embedding sum (pre-LN keeps it, as ModernBERT)
+    # Pre-LN only: False skips layer 0's attention norm, which would re-normalise the just-normed
+    # embeddings (ModernBERT's layer 0 has an identity there).
+    first_layer_attention_norm: bool = True
+    # Alternating attention (ModernBERT): layer i is global when i % global_every == 0, local
+    # otherwise; a local query sees keys within local_window // 2 positions of its own (window
+    # 128 = +-64, W + 1 keys). Positions are per example, so padding and packing are unaffected.
+    local_window: int = 0  # 0: every layer global
+    global_every: int = 1
+    rotary_theta: float = 10000.0  # rotary base (RoFormer); ModernBERT: 160000 on global layers
+    local_rotary_theta: float | None = None  # rotary base on local layers; None: rotary_theta
+    # Rows of the word-embedding / decoder tables rounded up to a multiple of this (MosaicBERT: 64)
+    # for matmul-friendly shapes; the extra rows are never predicted (logits sliced to vocab_size).
+    vocab_pad_multiple: int = 1
+    pooler: str = "tanh"  # tanh: tanh(dense) (BERT) | transform: dense -> head act -> norm (ModernBERT)
+    classifier_pooling: str = "cls"  # what the pooler reads: [CLS] | the mean of the real tokens
+    head_activation: str = ""  # MLM transform / transform pooler; "": the ungated `activation`
+
     def __post_init__(self):
         _check_choice("activation", self.activation, ACTIVATION_NAMES)
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDING_NAMES)
         _check_choice("dtype", self.dtype, DTYPE_NAMES)
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNEL_NAMES)
+        _check_choice("norm", self.norm, NORM_NAMES)
+        _check_choice("pooler", self.pooler, POOLER_NAMES)
+        _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLING_NAMES)
+        if self.head_activation:
+            _check_choice("head_activation", self.head_activation, HEAD_ACTIVATION_NAMES)
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
+                     "max_position_embeddings", "global_every", "vocab_pad_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("type_vocab_size", "local_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"BertConfig.{name} must be a non-negative integer, got {value!r}")
+        for name in ("norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias",
+                     "embedding_norm", "first_layer_attention_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"BertConfig.{name} must be True or False, "
+                                  f"got {getattr(self, name)!r}")
+        if self.local_window % 2:
+            raise ConfigError(f"BertConfig.local_window={self.local_window} must be even: a local "
+                              f"query sees local_window // 2 keys on each side")
+        if (self.local_window > 0) != (self.global_every > 1):
+            raise ConfigError(f"BertConfig.local_window={self.local_window} with global_every="
+                              f"{self.global_every}: a sliding window needs local layers "
+                              f"(global_every >= 2) and local layers need a window (> 0); set "
+                              f"both, or local_window=0 and global_every=1")
+        if self.norm == "rmsnorm" and self.norm_bias:
+            raise ConfigError("BertConfig.norm='rmsnorm' has no shift: set norm_bias=False")
+        if not self.first_layer_attention_norm and not self.pre_ln:
+            raise ConfigError("BertConfig.first_layer_attention_norm=False is a pre-LN knob "
+                              "(post-LN has no norm before attention); set pre_ln=True")
+        for name in ("rotary_theta", "local_rotary_theta"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 1.0):
+                raise ConfigError(f"BertConfig.{name} must be a number > 1, got {value!r}")
+        if self.local_rotary_theta is not None and self.position_embedding != "rotary":
+            raise ConfigError(f"BertConfig.local_rotary_theta is a rotary knob, but "
+                              f"position_embedding={self.position_embedding!r}")
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
                               f"num_heads={self.num_heads}")
@@ -81,6 +146,19 @@ class BertConfig:
     def intermediate_width(self) -> int:
         """Output width of the feed-forward input projection (doubled for gated activations)."""
         return self.intermediate_size * (2 if self.activation in GATED_ACTIVATIONS else 1)
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the word-embedding and decoder tables: vocab_size rounded up to the multiple."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
+
+    def is_global_layer(self, index: int) -> bool:
+        """Layer `index` attends over the whole example (else within local_window)."""
+        return self.local_window == 0 or index % self.global_every == 0
+
+    def keys_per_query(self, index: int, seq_len: int) -> int:
+        """Keys one query of layer `index` scores: the window's W + 1 on local layers, capped at T."""
+        return seq_len if self.is_global_layer(index) else min(self.local_window + 1, seq_len)
 
 
 def _check_choice(field: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -108,6 +186,19 @@ VARIANTS: dict[str, dict] = {
 }
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BertConfig))
+
+# The recipe knobs of issue 17, which an original-BERT checkpoint layout cannot express.
+RECIPE_FIELDS = ("norm", "norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias",
+                 "embedding_norm", "first_layer_attention_norm", "local_window", "global_every",
+                 "rotary_theta", "local_rotary_theta", "vocab_pad_multiple", "pooler",
+                 "classifier_pooling", "head_activation")
+
+
+def changed_recipe_knobs(config: BertConfig) -> list[str]:
+    """"field=value" for each recipe knob away from its BERT default (for exporters' refusals)."""
+    default = BertConfig()
+    return [f"{name}={getattr(config, name)!r}" for name in RECIPE_FIELDS
+            if getattr(config, name) != getattr(default, name)]
 
 
 def config_from_dict(values: Mapping[str, Any], source: str = "<dict>") -> BertConfig:
@@ -147,17 +238,26 @@ def flops_per_token(config: BertConfig, seq_len: int, num_predictions: int | Non
     forwards (the backward pass is two matmuls per forward matmul). Left out, being under 0.1 %
     at any released size and not per token: embedding lookups, LayerNorm, softmax, and the
     per-sequence pooler / NSP / classifier.
+
+    Knobs: a local layer's query scores W + 1 keys (capped at T) instead of T, as a kernel that
+    skips the masked blocks would (the explicit kernel computes all T and masks; MFU counts the
+    useful work); gated feed-forwards (geglu, swiglu) have a 2I-wide input projection; the
+    decoder multiplies by the padded vocabulary (padded_vocab_size), which is the work done.
+    Biases, ALiBi's bias and the norms are elementwise and left out like LayerNorm.
     """
     h, i, t = config.hidden_size, config.intermediate_size, seq_len
-    per_layer = (
-        2 * h * 3 * h                      # query, key, value projections
-        + 2 * t * h                        # attention scores: one query against t keys
-        + 2 * t * h                        # weighted sum of t values
-        + 2 * h * h                        # attention output projection
-        + 2 * h * config.intermediate_width  # feed-forward in (2x wide when gated)
-        + 2 * i * h                        # feed-forward out
-    )
+    forward = 0.0
+    for index in range(config.num_layers):
+        keys = config.keys_per_query(index, t)
+        forward += (
+            2 * h * 3 * h                      # query, key, value projections
+            + 2 * keys * h                     # attention scores: one query against its keys
+            + 2 * keys * h                     # weighted sum of their values
+            + 2 * h * h                        # attention output projection
+            + 2 * h * config.intermediate_width  # feed-forward in (2x wide when gated)
+            + 2 * i * h                        # feed-forward out
+        )
     predicted_fraction = 1.0 if num_predictions is None else num_predictions / seq_len
-    mlm_head = predicted_fraction * (2 * h * h + 2 * h * config.vocab_size)
-    forward = config.num_layers * per_layer + mlm_head
+    mlm_head = predicted_fraction * (2 * h * h + 2 * h * config.padded_vocab_size)
+    forward = forward + mlm_head
     return float(3 * forward if training else forward)

@@ -1,8 +1,12 @@
-"""Input embeddings (token + position + segment, LayerNorm, dropout) and the shared initialiser.
+"""Input embeddings (token + position + segment, norm, dropout), the norm knob, the initialiser.
 
 Parameter names follow the original checkpoint (bert/embeddings/word_embeddings, ...) so that
 checkpoint import is a name table. The position knob is a function picked by name from
 POSITION_TABLES: each returns the (T, H) table to add to the token embeddings, or None.
+
+The norm knob keeps the checkpoint's scope name "LayerNorm" whichever norm sits there (an
+RMSNorm holds only LayerNorm/scale; a bias-less LayerNorm has no LayerNorm/bias), so one name
+table serves every combination; the config says which norm it is.
 """
 
 from __future__ import annotations
@@ -35,10 +39,17 @@ def compute_dtype(config: BertConfig) -> jnp.dtype:
     return jnp.dtype(config.dtype)
 
 
-def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
-    """LayerNorm as in the original (two-pass variance); statistics in float32 whatever the dtype."""
+def layer_norm(config: BertConfig, name: str) -> nn.Module:
+    """The config's norm; statistics in float32 whatever the dtype.
+
+    layernorm: as in the original (two-pass variance), its shift per norm_bias.
+    rmsnorm: x / sqrt(mean(x^2) + eps) * scale (Zhang & Sennrich 2019), no centring, no shift.
+    """
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(epsilon=config.layer_norm_eps, dtype=compute_dtype(config),
+                          use_fast_variance=False, name=name)
     return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=compute_dtype(config),
-                        use_fast_variance=False, name=name)
+                        use_bias=config.norm_bias, use_fast_variance=False, name=name)
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
@@ -76,20 +87,30 @@ def sinusoidal_positions(config: BertConfig, seq_len: int, positions: jax.Array 
 
 
 def no_positions(config: BertConfig, seq_len: int, positions: jax.Array | None = None) -> None:
-    """Both `none` and `rotary` add nothing here (rotary acts on queries and keys instead)."""
+    """`none`, `rotary` and `alibi` add nothing here (rotary turns queries and keys, ALiBi
+    biases the attention scores)."""
     return None
 
 
 POSITION_TABLES: dict[str, Callable[..., jax.Array | None]] = {
     "learned": learned_positions,
     "sinusoidal": sinusoidal_positions,
+    "scaled_sinusoidal": sinusoidal_positions,  # times Embeddings' position_scale
     "rotary": no_positions,
+    "alibi": no_positions,
     "none": no_positions,
 }
 
 
 class Embeddings(nn.Module):
-    """word + segment (+ position) embeddings -> LayerNorm -> dropout. Scope: bert/embeddings."""
+    """word + segment (+ position) embeddings -> norm -> dropout. Scope: bert/embeddings.
+
+    Knobs: type_vocab_size=0 has no segment table (ModernBERT); scaled_sinusoidal multiplies
+    the sinusoidal table by a learned scalar `position_scale` (1,) initialised to 1/sqrt(H), as
+    cramming's ScaledSinosoidal (Geiping & Goldstein 2022, JonasGeiping/cramming,
+    cramming/architectures/embeddings.py, after Hua et al. 2022's FLASH); embedding_norm=False
+    drops the norm; the word table has padded_vocab_size rows (vocab_pad_multiple).
+    """
 
     config: BertConfig
 
@@ -99,19 +120,27 @@ class Embeddings(nn.Module):
         """positions (B, T): per-token position ids (packed rows); None: 0..T-1 in every row."""
         config = self.config
         seq_len = token_ids.shape[1]
-        if config.position_embedding in ("learned", "sinusoidal") and seq_len > config.max_position_embeddings:
+        if (config.position_embedding in ("learned", "sinusoidal", "scaled_sinusoidal")
+                and seq_len > config.max_position_embeddings):
             raise ValueError(f"input length {seq_len} exceeds max_position_embeddings="
                              f"{config.max_position_embeddings} of the {config.position_embedding} "
                              f"position table")
         init = bert_initializer(config.initializer_range)
         dtype = compute_dtype(config)
-        words = nn.Embed(config.vocab_size, config.hidden_size, embedding_init=init, dtype=dtype,
-                         name="word_embeddings")
-        segments = nn.Embed(config.type_vocab_size, config.hidden_size, embedding_init=init,
-                            dtype=dtype, name="token_type_embeddings")
-        x = words(token_ids) + segments(segment_ids)  # (B, T, H)
+        words = nn.Embed(config.padded_vocab_size, config.hidden_size, embedding_init=init,
+                         dtype=dtype, name="word_embeddings")
+        x = words(token_ids)  # (B, T, H)
+        if config.type_vocab_size:
+            segments = nn.Embed(config.type_vocab_size, config.hidden_size, embedding_init=init,
+                                dtype=dtype, name="token_type_embeddings")
+            x = x + segments(segment_ids)
         table = POSITION_TABLES[config.position_embedding](config, seq_len, positions)
+        if config.position_embedding == "scaled_sinusoidal":
+            scale = self.param("position_scale", nn.initializers.constant(
+                1.0 / config.hidden_size ** 0.5), (1,), jnp.float32)
+            table = table * scale.astype(table.dtype)
         if table is not None:
             x = x + (table[None] if positions is None else table)  # (1 or B, T, H)
-        x = layer_norm(config, "LayerNorm")(x)
+        if config.embedding_norm:
+            x = layer_norm(config, "LayerNorm")(x)
         return nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)

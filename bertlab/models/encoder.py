@@ -28,32 +28,50 @@ def geglu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(value, approximate=False) * gate
 
 
+def swiglu(x: jax.Array) -> jax.Array:
+    """Swish-gated linear unit (Shazeer 2020): x holds [value | gate] -> silu(value) * gate,
+    i.e. silu(xW) * xV with W, V the two halves of the input projection."""
+    value, gate = jnp.split(x, 2, axis=-1)  # (..., I) each
+    return jax.nn.silu(value) * gate
+
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # erf form, as transformers' "gelu"
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # google-research/bert's gelu
     "relu": jax.nn.relu,
     "geglu": geglu,
+    "swiglu": swiglu,
 }
 
 # The MLM head transform is H -> H, where a gate has nothing to gate: gated knobs use their
-# ungated activation there.
-HEAD_ACTIVATIONS: dict[str, str] = {"geglu": "gelu"}
+# ungated activation there (unless config.head_activation names one).
+HEAD_ACTIVATIONS: dict[str, str] = {"geglu": "gelu", "swiglu": "gelu"}
 
 
-def dense(config: BertConfig, features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, kernel_init=bert_initializer(config.initializer_range),
+def head_activation(config: BertConfig) -> Callable[[jax.Array], jax.Array]:
+    """The activation of the MLM transform and of the transform pooler."""
+    name = config.head_activation or HEAD_ACTIVATIONS.get(config.activation, config.activation)
+    return ACTIVATIONS[name]
+
+
+def dense(config: BertConfig, features: int, name: str, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(features, use_bias=use_bias,
+                    kernel_init=bert_initializer(config.initializer_range),
                     dtype=compute_dtype(config), name=name)
 
 
 class ResidualOutput(nn.Module):
-    """Output projection, dropout, residual add (and the post-LN LayerNorm). Scope: .../output."""
+    """Output projection, dropout, residual add (and the post-LN LayerNorm). Scope: .../output.
+
+    use_bias: the projection's bias (config.attention_bias or mlp_bias, by sub-layer)."""
 
     config: BertConfig
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool = True):
         config = self.config
-        x = dense(config, config.hidden_size, "dense")(x)
+        x = dense(config, config.hidden_size, "dense", self.use_bias)(x)
         x = nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)
         x = x + residual
         return x if config.pre_ln else layer_norm(config, "LayerNorm")(x)
@@ -63,6 +81,7 @@ class Attention(nn.Module):
     """The attention sub-layer with its residual. Scope: layer_N/attention."""
 
     config: BertConfig
+    layer_index: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
@@ -70,16 +89,18 @@ class Attention(nn.Module):
                  query_index: jax.Array | None = None):
         """num_queries=n: only the first n positions come out; query_index (K,): only those
         flat token indices, as (1, K, H) (see SelfAttention)."""
-        normed = layer_norm(self.config, "LayerNorm")(x) if self.config.pre_ln else x
-        context = SelfAttention(self.config, name="self")(
+        config = self.config
+        norm_here = config.pre_ln and (self.layer_index > 0 or config.first_layer_attention_norm)
+        normed = layer_norm(config, "LayerNorm")(x) if norm_here else x
+        context = SelfAttention(config, self.layer_index, name="self")(
             normed, bias, deterministic=deterministic, num_queries=num_queries,
             positions=positions, query_index=query_index)  # (B, n, H) or (1, K, H)
         if query_index is not None:
             residual = x.reshape(1, -1, x.shape[-1])[:, query_index]  # (1, K, H)
         else:
             residual = x if num_queries is None else x[:, :num_queries]  # (B, n, H)
-        return ResidualOutput(self.config, name="output")(context, residual,
-                                                          deterministic=deterministic)
+        return ResidualOutput(config, config.attention_bias, name="output")(
+            context, residual, deterministic=deterministic)
 
 
 class Intermediate(nn.Module):
@@ -92,7 +113,7 @@ class Intermediate(nn.Module):
         config = self.config
         if config.pre_ln:
             x = layer_norm(config, "LayerNorm")(x)
-        x = dense(config, config.intermediate_width, "dense")(x)  # (B, T, I) or (B, T, 2I) gated
+        x = dense(config, config.intermediate_width, "dense", config.mlp_bias)(x)  # (B,T,I|2I)
         return ACTIVATIONS[config.activation](x)  # (B, T, I)
 
 
@@ -100,16 +121,18 @@ class EncoderLayer(nn.Module):
     """One transformer block. Scope: encoder/layer_N."""
 
     config: BertConfig
+    layer_index: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
                  num_queries: int | None = None, positions: jax.Array | None = None,
                  query_index: jax.Array | None = None):
-        x = Attention(self.config, name="attention")(x, bias, deterministic=deterministic,
-                                                     num_queries=num_queries, positions=positions,
-                                                     query_index=query_index)
+        x = Attention(self.config, self.layer_index, name="attention")(
+            x, bias, deterministic=deterministic, num_queries=num_queries, positions=positions,
+            query_index=query_index)
         hidden = Intermediate(self.config, name="intermediate")(x)
-        return ResidualOutput(self.config, name="output")(hidden, x, deterministic=deterministic)
+        return ResidualOutput(self.config, self.config.mlp_bias, name="output")(
+            hidden, x, deterministic=deterministic)
 
 
 class Encoder(nn.Module):
@@ -138,7 +161,7 @@ class Encoder(nn.Module):
         for index in range(count):
             last = index == count - 1
             select = last and last_query_index is not None
-            x = EncoderLayer(self.config, name=f"layer_{index}")(
+            x = EncoderLayer(self.config, index, name=f"layer_{index}")(
                 x, last_bias if select else bias, deterministic=deterministic,
                 num_queries=num_queries if last else None, positions=positions,
                 query_index=last_query_index if select else None)
