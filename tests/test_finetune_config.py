@@ -11,6 +11,7 @@ from bertlab.commands import finetune as finetune_cmd
 from bertlab.config_cli import ConfigArgsError, parse_config_args
 from bertlab.models import variant_config
 from bertlab.train import classifier, finetune
+from bertlab.train.loop import TrainConfigError
 
 from finetune_tables import REPO, finetune_configs
 
@@ -87,12 +88,12 @@ def test_model_overrides_apply_to_a_pretrained_backbone_but_sizes_are_refused():
     assert (model_config.hidden_dropout, model_config.attention_dropout) == (0.3, 0.0)
     assert model_config.hidden_size == 128 and model_config.vocab_size == 50
     config.model.hidden_size = 256
-    with pytest.raises(finetune.FinetuneConfigError, match=r"model.hidden_size=256 .* has "
+    with pytest.raises(TrainConfigError, match=r"model.hidden_size=256 .* has "
                                                            r"hidden_size=128"):
         classifier.finetune_model_config(config, backbone)
     config.model.hidden_size = None
     config.data.max_seq_length = 1024
-    with pytest.raises(finetune.FinetuneConfigError, match="max_position_embeddings=512"):
+    with pytest.raises(TrainConfigError, match="max_position_embeddings=512"):
         classifier.finetune_model_config(config, backbone)
     scratch = finetune_configs.get_config("task=imdb,recipe=scratch")
     sizes = classifier.scratch_model_config(scratch, 20000)
@@ -114,7 +115,7 @@ def test_config_values_are_checked_by_name():
             bad[node][rest[0]] = value
         else:
             bad[node] = value
-        with pytest.raises(finetune.FinetuneConfigError, match=re.escape(message)):
+        with pytest.raises(TrainConfigError, match=re.escape(message)):
             finetune.check_config(bad)
     finetune.check_config(config)
 
@@ -139,13 +140,13 @@ def test_from_scratch_with_a_given_vocabulary_uses_it_and_keeps_a_copy(tmp_path)
     # a workdir made with another vocabulary is refused, a missing file or init_from too
     (tmp_path / "other.txt").write_text("\n".join(tokens[:-1]) + "\n")
     config.data.vocab = str(tmp_path / "other.txt")
-    with pytest.raises(finetune.FinetuneConfigError, match="differs from"):
+    with pytest.raises(TrainConfigError, match="differs from"):
         classifier.prepare_backbone(config, str(workdir), None)
     config.data.vocab = str(tmp_path / "missing.txt")
-    with pytest.raises(finetune.FinetuneConfigError, match="missing.txt': file not found"):
+    with pytest.raises(TrainConfigError, match="missing.txt': file not found"):
         finetune.check_config(config)
     config.data.vocab, config.model.from_scratch, config.model.init_from = str(given), False, "x"
-    with pytest.raises(finetune.FinetuneConfigError, match="only with from_scratch"):
+    with pytest.raises(TrainConfigError, match="only with from_scratch"):
         finetune.check_config(config)
 
 
@@ -183,7 +184,7 @@ def test_train_seed_and_optimizer_lr_mean_what_they_mean_in_pretraining(tmp_path
     assert seeds.seeds_of(config.train) == (3,) and config.optimizer.lr == 1e-4
     config.train.seeds = (0, 1)
     config.model.init_from = "x"
-    with pytest.raises(finetune.FinetuneConfigError, match="not both"):
+    with pytest.raises(TrainConfigError, match="not both"):
         finetune.check_config(config)
     config.train.seed = 0
     finetune.check_config(config)

@@ -17,7 +17,7 @@ from bertlab.commands import evaluate as evaluate_cmd
 from bertlab.commands import finetune as finetune_cmd
 from bertlab.commands import predict as predict_cmd
 from bertlab.train import finetune, task_data
-from bertlab.train.loop import NonFiniteLossError
+from bertlab.train.loop import NonFiniteLossError, TrainConfigError
 
 from conftest import shared_path
 from finetune_tables import finetune_configs, quick_config, read_jsonl, write_table
@@ -111,7 +111,7 @@ def test_rerun_keeps_finished_seeds_and_refuses_another_recipe(single_run, capsy
     changed = quick_config(config.data.data_dir, **{"train.seeds": (0, 1), "train.epochs": 6,
                                                     "train.early_stopping_patience": 2})
     changed.optimizer.lr = 1e-4
-    with pytest.raises(finetune.FinetuneConfigError, match="optimizer.lr=0.003"):
+    with pytest.raises(TrainConfigError, match="optimizer.lr=0.003"):
         finetune.train_and_evaluate(changed, workdir)
 
 

@@ -261,7 +261,7 @@ def test_dataset_without_raw_text_is_refused(tmp_path, hand):
     config = load_config_file(os.path.join(REPO, CONFIG))
     config.data.prepared, config.data.vocab = str(data), str(tmp_path / "vocab.txt")
     config.data.tokenize_on_device = True
-    with pytest.raises(pretrain.PretrainConfigError) as e:
+    with pytest.raises(pretrain.TrainConfigError) as e:
         pretrain.train_and_evaluate(config, str(tmp_path / "w"))
     assert str(data) in str(e.value) and "bertlab create-data" in str(e.value)
     assert "--raw-text" in str(e.value) and "data.tokenize_on_device=True" in str(e.value)

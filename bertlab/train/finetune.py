@@ -64,7 +64,7 @@ from bertlab.train import seeds as seeds_lib
 from bertlab.train import steps
 from bertlab.train.classifier import (FROZEN_GROUPS, finetune_model_config, make_finetune_optimizer,
                                       make_init_fn, prepare_backbone)
-from bertlab.train.loop import NonFiniteLossError, TrainConfigError  # noqa: F401 (re-exported)
+from bertlab.train.loop import TrainConfigError
 from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.train.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
 from bertlab.train.state import create_train_state
@@ -83,7 +83,6 @@ RERUN_FREE_KEYS = ("train.seed", "train.seeds", "train.log_every")
 PLOT_INTERVAL_SECONDS = 30.0
 DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_fraction or set "
                    "optimizer.clip_norm.")
-FinetuneConfigError = TrainConfigError  # the name commands and tests have always caught
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from bertlab.train import mesh as mesh_lib
 from bertlab.train import optimizer as optimizer_lib
 from bertlab.train import steps
 from bertlab.train import state as train_state
-from bertlab.train.loop import NonFiniteLossError, TrainConfigError  # noqa: F401 (re-exported)
+from bertlab.train.loop import TrainConfigError
 from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.train.model_config import model_config_from
 from bertlab.train.plots import LOSS_PLOT, plot_loss_curve
@@ -69,7 +69,6 @@ FINAL_METRICS_FILE = "final_metrics.json"
 RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype", "attention_kernel")
 DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_steps or check "
                    "optimizer.clip_norm.")
-PretrainConfigError = TrainConfigError  # the name commands and tests have always caught
 
 
 # --------------------------------------------------------------------------------------------
