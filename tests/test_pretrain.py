@@ -297,3 +297,21 @@ def test_eval_corpus_with_device_tokenisation_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path / "w", "--config.data.eval_corpus=x.txt",
                    "--config.data.tokenize_on_device=True") == 2
     assert "data.eval_corpus works with host tokenisation only" in capsys.readouterr().err
+
+
+def test_what_each_step_is_due_for():
+    """(finished, stopping, log, evaluate, save) by hand for num_steps 10, log every 5, no
+    periodic evaluation, a checkpoint every 4."""
+    from types import SimpleNamespace
+
+    train = SimpleNamespace(num_steps=10, stop_after=0, log_every=5, eval_every=0,
+                            checkpoint_every=4)
+    due = lambda step, signalled=False, can_evaluate=True: pretrain.due(
+        step, train, signalled=signalled, can_evaluate=can_evaluate)
+    assert due(4) == (False, False, False, False, True)
+    assert due(5) == (False, False, True, False, False)
+    assert due(3, signalled=True) == (False, True, False, False, True)
+    assert due(10) == (True, False, True, True, True)
+    assert due(10, can_evaluate=False) == (True, False, True, False, True)
+    train.stop_after = 7
+    assert due(7) == (False, True, False, False, True)

@@ -271,6 +271,17 @@ def train_record(run: Run, means: dict, throughput: Throughput, writer, step: in
     return record
 
 
+def due(step: int, train_config, *, signalled: bool, can_evaluate: bool) -> tuple[bool, ...]:
+    """What step `step` ends with: (finished, stopping, log, evaluate, save). A stop (a signal or
+    train.stop_after) and the last step always save; the last step always logs and evaluates."""
+    finished = step == train_config.num_steps
+    stopping = signalled or step == train_config.stop_after
+    every = lambda interval: bool(interval and step % interval == 0)
+    return (finished, stopping, finished or every(train_config.log_every),
+            can_evaluate and (finished or every(train_config.eval_every)),
+            finished or stopping or every(train_config.checkpoint_every))
+
+
 def kept_checkpoint(last_checkpoint: int | None) -> str:
     return (f"the last good checkpoint (step {last_checkpoint}) is kept"
             if last_checkpoint is not None else "no checkpoint was written")
@@ -360,13 +371,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 throughput.restart(step)
             writer.progress(step)
 
-            finished = step == num_steps
-            stopping = stop.signal_name is not None or step == train_config.stop_after
-            want_log = step % train_config.log_every == 0 or finished
-            want_eval = can_evaluate and (finished or bool(
-                train_config.eval_every and step % train_config.eval_every == 0))
-            want_save = finished or stopping or bool(
-                train_config.checkpoint_every and step % train_config.checkpoint_every == 0)
+            finished, stopping, want_log, want_eval, want_save = due(
+                step, train_config, signalled=stop.signal_name is not None,
+                can_evaluate=can_evaluate)
             if want_log or stopping or want_save or want_eval:
                 means = window.close(kept_checkpoint(last_checkpoint))
                 if want_log:
