@@ -21,26 +21,18 @@ from typing import Sequence
 
 import numpy as np
 
+from bertlab.train.loop import flat_keys
 from bertlab.train.metric_writer import METRICS_FILE, read_metrics
 
 PRETRAIN_METRICS = ("step", "loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_perplexity",
                     "tokens_per_second")
 # Keys that differ between any two runs without describing the recipe.
-IGNORED_CONFIG_KEYS = ("data.prepared", "data_dir", "data.data_dir", "init_from", "train.seeds")
+IGNORED_CONFIG_KEYS = ("data.prepared", "data_dir", "data.data_dir", "init_from", "model.init_from",
+                       "train.seeds")
 
 
 class CompareError(ValueError):
     """A path that is not a bertlab workdir; the message names it."""
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _read_json(path: str):
@@ -56,7 +48,7 @@ def read_run(workdir: str, name: str | None = None) -> dict:
     if not os.path.isdir(workdir):
         raise CompareError(f"{workdir}: not a directory")
     name = name or os.path.basename(os.path.normpath(workdir))
-    config = _flat(_read_json(os.path.join(workdir, "config.json")) or {})
+    config = flat_keys(_read_json(os.path.join(workdir, "config.json")) or {})
     summary = _read_json(os.path.join(workdir, "summary.json"))
     seed_metrics = sorted(glob.glob(os.path.join(workdir, "seed_*", METRICS_FILE)))
     if summary is not None or seed_metrics:

@@ -65,7 +65,7 @@ def first_difference(saved: Mapping[str, Any], current: Mapping[str, Any], *,
     differs between two (nested) records, as JSON sees them; keys in `free` (and below them) are
     skipped; None when they agree. "<absent>" stands for a key one record lacks."""
     free = tuple(free)
-    saved, current = _flat(saved), _flat(current)
+    saved, current = flat_keys(saved), flat_keys(current)
     for key in sorted(saved.keys() | current.keys()):
         if any(key == f or key.startswith(f + ".") for f in free):
             continue
@@ -90,11 +90,12 @@ def check_rerun(workdir: str, config_dict: Mapping[str, Any], *, free: Iterable[
                                f"use a new --workdir, or set {key} back to add seeds to that run")
 
 
-def _flat(tree: Mapping, prefix: str = "") -> dict:
+def flat_keys(tree: Mapping, prefix: str = "") -> dict:
+    """{"group.key": value} of a nested config record (config.json, ConfigDict.to_dict())."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
