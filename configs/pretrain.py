@@ -57,6 +57,23 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     model.tie_embeddings = True          # MLM decoder reuses the word-embedding table
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
     model.attention_kernel = "explicit"  # explicit einsums | fused (jax.nn.dot_product_attention)
+    # recipe knobs (defaults: the original BERT; the README's knob table says which recipe sets what)
+    model.norm = "layernorm"             # layernorm | rmsnorm (needs norm_bias=False)
+    model.norm_bias = True               # LayerNorm's learned shift
+    model.attention_bias = True          # bias of the q/k/v and attention-output projections
+    model.mlp_bias = True                # bias of the feed-forward projections
+    model.head_bias = True               # bias of the pooler's and MLM transform's dense layer
+    model.decoder_bias = True            # the MLM output bias over the vocabulary
+    model.embedding_norm = True          # the norm after the embedding sum
+    model.first_layer_attention_norm = True  # pre-LN only: False skips layer 0's attention norm
+    model.local_window = 0               # sliding-window width of local layers; 0: all global
+    model.global_every = 1               # layer i is global when i % global_every == 0
+    model.rotary_theta = 10000.0         # rotary base (position_embedding="rotary")
+    model.local_rotary_theta = config_dict.placeholder(float)  # local layers' base; None: rotary_theta
+    model.vocab_pad_multiple = 1         # embedding/decoder rows rounded up to this multiple
+    model.pooler = "tanh"                # tanh (BERT) | transform (dense -> activation -> norm)
+    model.classifier_pooling = "cls"     # what the pooler reads: cls | mean of the real tokens
+    model.head_activation = ""           # MLM transform / transform pooler; "": the ungated activation
 
     # --- data: raw text -> vocabulary -> shards on disk -> masked batches (masking is per step).
     config.data = data = ml_collections.ConfigDict()

@@ -315,3 +315,15 @@ def test_what_each_step_is_due_for():
     assert due(10, can_evaluate=False) == (True, False, True, False, True)
     train.stop_after = 7
     assert due(7) == (False, True, False, False, True)
+
+
+def test_a_checkpoint_older_than_a_model_knob_resumes_with_its_default():
+    saved = {"model.hidden_size": 32, "optimizer.name": "adamw"}  # written before `norm` existed
+    current = {**saved, "model.norm": "layernorm"}
+    assert pretrain.compat_difference(saved, current) is None
+    assert pretrain.compat_difference(saved, {**current, "model.norm": "rmsnorm"}) == (
+        "model.norm", "layernorm", "rmsnorm")
+    assert pretrain.compat_difference(saved, {**current, "model.hidden_size": 64}) == (
+        "model.hidden_size", 32, 64)
+    assert pretrain.compat_difference({**saved, "vocab_sha256": "a"}, current) == (
+        "vocab_sha256", "a", "<absent>")

@@ -193,8 +193,8 @@ def restore_or_init(run: Run, manager, workdir: str, seed: int, *, log=print):
         state = train_state.create_train_state(run.model, run.tx, params, mesh=run.mesh)
         return state, base_train_rng, eval_rng, {"epoch": 0, "position": 0}, None
     where = checkpoints.checkpoint_dir(workdir)
-    difference = loop.first_difference(checkpoints.read_meta(manager, latest).get("compat", {}),
-                                       run.compat)
+    difference = compat_difference(checkpoints.read_meta(manager, latest).get("compat", {}),
+                                   run.compat)
     if difference is not None:
         key, before, now = difference
         raise checkpoints.CheckpointError(
@@ -207,6 +207,15 @@ def restore_or_init(run: Run, manager, workdir: str, seed: int, *, log=print):
                                            opt_state=opt_state, mesh=run.mesh)
     log(f"resuming from step {latest} ({where}/{latest})")
     return state, jnp.asarray(saved["rng"], jnp.uint32), eval_rng, saved["data"], latest
+
+
+def compat_difference(saved: dict, current: dict) -> tuple | None:
+    """The first setting a checkpoint's compat record and this run disagree on (see
+    loop.first_difference). A model knob the record lacks was added to BertConfig after the
+    checkpoint was written, so the checkpoint was made with the knob's default."""
+    defaults = {f"model.{key}": value for key, value in config_to_dict(BertConfig()).items()}
+    known = {key: value for key, value in defaults.items() if key in current}
+    return loop.first_difference({**known, **saved}, current)
 
 
 def describe(run: Run, state, inputs: Inputs) -> str:
