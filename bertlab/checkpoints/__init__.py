@@ -51,11 +51,13 @@ def load_pretrained(path: str | os.PathLike, model: str = "auto", *, layout: str
     `model` picks the returned tree (names.MODEL_KINDS); a bertlab directory is returned as
     saved, whatever `model` says. Missing tensors raise CheckpointError unless init_missing.
     """
-    from bertlab.checkpoints import google, hf
+    from bertlab.checkpoints import google, hf, modernbert
 
     layout = layout or detect_layout(path)
     if layout == "bertlab":
         return load_bertlab(path)
+    if layout == "hf" and modernbert.is_modernbert_dir(path):
+        return modernbert.load_modernbert(path, model, strict=strict, seed=seed)
     if layout == "hf":
         config, params = hf.load_hf(path, model, strict=strict, init_missing=init_missing, seed=seed)
         directory = pathlib.Path(path)

@@ -224,6 +224,9 @@ def resolve_backbone(path: str) -> Backbone:
         raise InitFromError("init_from is empty: give a checkpoint path, or set "
                             "model.from_scratch=True")
     path = os.path.abspath(os.path.expanduser(path))
+    from bertlab.checkpoints import modernbert
+    if modernbert.is_modernbert_dir(path):  # config.json model_type "modernbert"
+        return modernbert.load_backbone(path)
     kind = detect_kind(path)
     if kind in ("export", "finetune"):
         export = load_export(find_export(path))

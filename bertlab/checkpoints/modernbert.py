@@ -279,6 +279,27 @@ def load_modernbert(path: str | os.PathLike, model: str = "auto", *, strict: boo
     return config, params, (tokenizer if tokenizer.is_file() else None)
 
 
+MODERNBERT_SPECIAL_IDS = {"pad_token_id": 50283, "cls_token_id": 50281, "sep_token_id": 50282,
+                          "bos_token_id": 50281, "eos_token_id": 50282}
+
+
+def special_ids(config: BertConfig, tokenizer_path: str | os.PathLike | None,
+                given: Mapping[str, int] | None) -> dict[str, int | None]:
+    """config.json's special-token ids: given ones, else the tokenizer's [PAD] [CLS] [SEP],
+    else ModernBERT's released ids; an id outside the vocabulary becomes None (transformers
+    then has no padding row, which changes no output)."""
+    ids: dict[str, int | None] = dict(MODERNBERT_SPECIAL_IDS)
+    if tokenizer_path is not None:
+        from bertlab.text.bpe import BpeTokenizer
+
+        vocab = BpeTokenizer.from_file(tokenizer_path).vocab
+        ids = {"pad_token_id": vocab.pad_id, "cls_token_id": vocab.cls_id,
+               "sep_token_id": vocab.sep_id, "bos_token_id": vocab.cls_id,
+               "eos_token_id": vocab.sep_id}
+    ids.update(given or {})
+    return {k: (v if v is not None and v < config.vocab_size else None) for k, v in ids.items()}
+
+
 def save_modernbert(directory: str | os.PathLike, config: BertConfig, params: Mapping,
                     tokenizer_path: str | os.PathLike | None = None,
                     special_token_ids: Mapping[str, int] | None = None) -> pathlib.Path:
@@ -326,10 +347,7 @@ def save_modernbert(directory: str | os.PathLike, config: BertConfig, params: Ma
         values["num_labels"] = labels
         values["id2label"] = {str(i): f"LABEL_{i}" for i in range(labels)}
         values["label2id"] = {f"LABEL_{i}": i for i in range(labels)}
-    ids = {"pad_token_id": 50283, "cls_token_id": 50281, "sep_token_id": 50282,
-           "bos_token_id": 50281, "eos_token_id": 50282}
-    ids.update(special_token_ids or {})
-    values.update(ids)
+    values.update(special_ids(config, tokenizer_path, special_token_ids))
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -338,3 +356,18 @@ def save_modernbert(directory: str | os.PathLike, config: BertConfig, params: Ma
             (directory / TOKENIZER_FILE).resolve():
         shutil.copyfile(tokenizer_path, directory / TOKENIZER_FILE)
     return directory
+
+
+def load_backbone(path: str | os.PathLike):
+    """init_from for a ModernBERT directory: an init_from.Backbone whose vocabulary is the
+    directory's tokenizer.json (read by bertlab.text.bpe; casing is the file's own)."""
+    from bertlab.checkpoints.init_from import Backbone, InitFromError
+
+    try:
+        config, params, tokenizer = load_modernbert(path, "auto")
+    except (CheckpointError, ConfigError) as e:
+        raise InitFromError(f"init_from={path}: {e}") from None
+    if tokenizer is None:
+        raise InitFromError(f"{path}: no {TOKENIZER_FILE} beside the weights; a ModernBERT "
+                            f"checkpoint needs its tokenizer (copy the model's {TOKENIZER_FILE} there)")
+    return Backbone(config, params["bert"], str(tokenizer), False, "huggingface", str(path))

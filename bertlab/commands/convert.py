@@ -24,7 +24,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--from", dest="source_layout", choices=LAYOUTS, required=True,
                         help="layout of PATH")
     parser.add_argument("path", metavar="PATH", help="checkpoint directory (or TF checkpoint prefix)")
-    parser.add_argument("--to", dest="target_layout", choices=("hf", "bertlab"), required=True)
+    parser.add_argument("--to", dest="target_layout", choices=("hf", "bertlab", "modernbert"),
+                        required=True, help="hf: BERT layout; modernbert: HF ModernBERT layout")
     parser.add_argument("out", metavar="OUT", help="output directory")
     parser.add_argument("--vocab", help="vocab.txt to write alongside (default: the one next to PATH)")
     parser.add_argument("--model", default="auto", choices=list(MODEL_KINDS),
@@ -58,7 +59,8 @@ def main(argv: list[str]) -> int:
         vocab = pathlib.Path(args.vocab) if args.vocab else vocab
         if vocab is not None and not vocab.is_file():
             raise CheckpointError(f"--vocab {vocab}: no such file")
-        save = save_hf if args.target_layout == "hf" else save_bertlab
+        from bertlab.checkpoints.modernbert import save_modernbert
+        save = {"hf": save_hf, "modernbert": save_modernbert}.get(args.target_layout, save_bertlab)
         save(args.out, config, params, vocab)
     except (CheckpointError, ConfigError) as error:
         print(f"bertlab convert: {error}", file=sys.stderr)

@@ -208,7 +208,12 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike, lower_case: bool | None = None,
                   **options) -> "Tokenizer":
-        """Loads vocab.txt; casing inferred from the vocabulary unless given."""
+        """Loads vocab.txt; casing inferred from the vocabulary unless given. A tokenizer.json
+        (ModernBERT's BPE) gives a bertlab.text.bpe.BpeTokenizer with the same interface."""
+        from bertlab.text import bpe
+
+        if bpe.is_tokenizer_json(path):
+            return bpe.BpeTokenizer.from_file(path, lower_case)
         vocab = load_vocab(path)
         if lower_case is None:
             lower_case = infer_lower_case(vocab)
