@@ -114,14 +114,14 @@ def our_outputs(config, params, ids, segments, mask) -> dict:
 # ---------------------------------------------------------------------------------- import
 
 
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("architecture", ["ModernBertForMaskedLM",
-                                          "ModernBertForSequenceClassification",
-                                          "ModernBertModel"])
-@pytest.mark.parametrize("name", list(CONFIGS))
+ARCHITECTURES = ("ModernBertForMaskedLM", "ModernBertForSequenceClassification", "ModernBertModel")
+# Every config with the eager attention; sdpa (the same masks, another kernel) on one.
+IMPORT_CASES = ([(name, arch, "eager") for name in CONFIGS for arch in ARCHITECTURES]
+                + [("biased_mean_every3_window4", arch, "sdpa") for arch in ARCHITECTURES])
+
+
+@pytest.mark.parametrize("name, architecture, implementation", IMPORT_CASES)
 def test_import_matches_transformers(name, architecture, implementation, tmp_path):
-    if implementation == "sdpa" and name != "biased_mean_every3_window4":
-        pytest.skip("sdpa checked on one config (the same masks as eager)")
     model = hf_model(architecture, hf_config(name), implementation=implementation)
     model.save_pretrained(tmp_path)
     ids, segments, mask = batch()
@@ -253,3 +253,60 @@ def test_convert_command_round_trip(tmp_path, capsys):
     ids, _, mask = batch()
     before, after = reference_outputs(model, ids, mask), reference_outputs(reloaded, ids, mask)
     assert_close_on_real_tokens(after["logits"], before["logits"], mask)
+
+
+def test_a_converted_dir_keeps_its_tokenizer_json_for_init_from(tmp_path):
+    """--to bertlab copies tokenizer.json as the export's vocab.txt; init_from reads it back as
+    a BPE tokenizer (casing: the file's own)."""
+    from bertlab.checkpoints.init_from import resolve_backbone
+    from bertlab.commands import convert
+    from bertlab.text.bpe import BpeTokenizer, load_tokenizer
+    from test_bpe import build_tokenizer_json
+
+    hf_model("ModernBertForMaskedLM", hf_config("biasless_every2_window8", vocab_size=605)
+             ).save_pretrained(tmp_path / "hf")
+    build_tokenizer_json(tmp_path / "hf" / "tokenizer.json")
+    assert convert.main(["--from", "hf", str(tmp_path / "hf"), "--to", "bertlab",
+                         str(tmp_path / "ours")]) == 0
+    backbone = resolve_backbone(str(tmp_path / "ours"))
+    assert backbone.kind == "bertlab" and not backbone.lower_case
+    assert isinstance(load_tokenizer(backbone.vocab_path), BpeTokenizer)
+
+
+# ------------------------------------------------------------- fine-tune and embed end to end
+
+
+def test_finetune_from_a_modernbert_dir_then_predict_and_embed(tmp_path):
+    """`bertlab finetune --config.init_from=DIR` on a ModernBERT directory (random MLM weights,
+    its own tokenizer.json): a short SST-2 run, then the export predicts what training scored
+    and the backbone embeds sentences."""
+    from bertlab import inference
+    from bertlab.checkpoints import init_from
+    from bertlab.train import finetune, task_data
+    from conftest import shared_path
+    from finetune_tables import finetune_configs
+    from test_bpe import build_tokenizer_json
+
+    model_dir = tmp_path / "modernbert"
+    tokenizer = build_tokenizer_json(tmp_path / "tokenizer.json")
+    hf_model("ModernBertForMaskedLM", hf_config("biasless_every2_window8", vocab_size=605,
+                                                 pad_token_id=603, cls_token_id=601,
+                                                 sep_token_id=602, bos_token_id=601,
+                                                 eos_token_id=602)).save_pretrained(model_dir)
+    (model_dir / "tokenizer.json").write_bytes(tokenizer.read_bytes())
+    config = finetune_configs.get_config("task=sst2")
+    config.model.init_from = str(model_dir)
+    config.data.data_dir = str(shared_path("data", "glue_data"))
+    config.data.max_train_examples, config.data.max_eval_examples = 64, 32
+    config.data.max_seq_length, config.data.batch_size, config.train.epochs = 24, 16, 1
+    workdir = str(tmp_path / "run")
+    summary = finetune.train_and_evaluate(config, workdir)
+    assert 0.0 <= summary["eval"]["accuracy"]["median"] <= 1.0
+    export = init_from.load_export(f"{workdir}/seed_0/model")
+    assert export.config.local_window == 8 and export.config.pooler == "transform"
+    model = inference.load_finetuned(workdir)
+    metrics, logits = inference.evaluate_split(model, task_data.load_data(config).eval)
+    np.testing.assert_allclose(logits, np.load(f"{workdir}/seed_0/eval_logits.npy"), atol=1e-5)
+    backbone = init_from.resolve_backbone(str(model_dir))
+    vectors = inference.sentence_embeddings(backbone, ["the war is over", "peace at last"])
+    assert vectors.shape == (2, 40) and np.isfinite(vectors).all()

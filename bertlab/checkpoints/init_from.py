@@ -304,7 +304,11 @@ def _checkpoint_lower_case(folder: str, vocab_path: str) -> bool:
 
 
 def _vocab_lower_case(vocab_path: str) -> bool:
+    from bertlab.text.bpe import is_tokenizer_json
     from bertlab.text.tokenizer import infer_lower_case, load_vocab
+
+    if is_tokenizer_json(vocab_path):  # a BPE tokenizer.json normalises (or not) by itself
+        return False
 
     return infer_lower_case(load_vocab(vocab_path))
 
