@@ -200,6 +200,21 @@ def test_biasless_and_rmsnorm_trees_have_no_bias_leaves():
     assert params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape == (48, 32)
 
 
+def test_without_head_transform_the_decoder_reads_the_encoder_output():
+    batch = padded_batch()
+    cfg = config(pre_ln=True, head_transform=False, decoder_bias=False)
+    model = BertForPreTraining(cfg, with_nsp=False)
+    params = init(model, batch)
+    assert "cls" not in params  # tied, no transform, no output bias: the head has no weights
+    out = run(model, params, batch)
+    table = np.asarray(params["bert"]["embeddings"]["word_embeddings"]["embedding"])  # (V, H)
+    np.testing.assert_allclose(out["mlm_logits"], np.asarray(out["sequence_output"]) @ table.T,
+                               atol=1e-5)
+    dense = dataclasses.replace(cfg, head_transform=True)
+    assert flops_per_token(dense, 16, training=False) - flops_per_token(cfg, 16, training=False) \
+        == 2 * 32 * 32  # the transform's dense layer per predicted token
+
+
 def test_mean_pooling_reads_the_mean_of_real_tokens():
     batch = padded_batch()
     cfg = config(classifier_pooling="mean")

@@ -25,7 +25,7 @@ Parameter tree of BertForPreTraining (leaf shapes; linen leaf names kernel/bias/
     bert/encoder/LayerNorm                                pre-LN only (after the last layer)
     bert/pooler/dense/{kernel (H, H), bias}
     bert/pooler/LayerNorm/{scale,bias}                    pooler='transform' only
-    cls/predictions/transform/dense/{kernel (H, H), bias}
+    cls/predictions/transform/dense/{kernel (H, H), bias}    head_transform only
     cls/predictions/transform/LayerNorm/{scale,bias}
     cls/predictions/decoder/kernel                        (H, V)  tie_embeddings=False only
     cls/predictions/output_bias                           (V,)

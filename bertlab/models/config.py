@@ -83,6 +83,9 @@ class BertConfig:
     pooler: str = "tanh"  # tanh: tanh(dense) (BERT) | transform: dense -> head act -> norm (ModernBERT)
     classifier_pooling: str = "cls"  # what the pooler reads: [CLS] | the mean of the real tokens
     head_activation: str = ""  # MLM transform / transform pooler; "": the ungated `activation`
+    # False: the MLM decoder reads the encoder output directly, no dense -> act -> norm first
+    # (cramming's skip_head_transform; its pre-LN final norm is still there).
+    head_transform: bool = True
 
     def __post_init__(self):
         _check_choice("activation", self.activation, ACTIVATION_NAMES)
@@ -104,7 +107,7 @@ class BertConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"BertConfig.{name} must be a non-negative integer, got {value!r}")
         for name in ("norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias",
-                     "embedding_norm", "first_layer_attention_norm"):
+                     "embedding_norm", "first_layer_attention_norm", "head_transform"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"BertConfig.{name} must be True or False, "
                                   f"got {getattr(self, name)!r}")
@@ -191,7 +194,7 @@ CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BertConfig))
 RECIPE_FIELDS = ("norm", "norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias",
                  "embedding_norm", "first_layer_attention_norm", "local_window", "global_every",
                  "rotary_theta", "local_rotary_theta", "vocab_pad_multiple", "pooler",
-                 "classifier_pooling", "head_activation")
+                 "classifier_pooling", "head_activation", "head_transform")
 
 
 def changed_recipe_knobs(config: BertConfig) -> list[str]:
@@ -258,6 +261,7 @@ def flops_per_token(config: BertConfig, seq_len: int, num_predictions: int | Non
             + 2 * i * h                        # feed-forward out
         )
     predicted_fraction = 1.0 if num_predictions is None else num_predictions / seq_len
-    mlm_head = predicted_fraction * (2 * h * h + 2 * h * config.padded_vocab_size)
+    transform = 2 * h * h if config.head_transform else 0
+    mlm_head = predicted_fraction * (transform + 2 * h * config.padded_vocab_size)
     forward = forward + mlm_head
     return float(3 * forward if training else forward)

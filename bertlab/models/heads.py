@@ -92,7 +92,8 @@ class MaskedLMHead(nn.Module):
 
     With vocab_pad_multiple the tables have padded_vocab_size rows, and the logits are sliced
     back to vocab_size: padded rows are never predicted, so losses and accuracies are those of
-    the unpadded vocabulary. decoder_bias=False has no output_bias.
+    the unpadded vocabulary. decoder_bias=False has no output_bias; head_transform=False
+    scores the encoder output directly (no cls/predictions/transform).
     """
 
     config: BertConfig
@@ -100,7 +101,8 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, word_embeddings: jax.Array | None) -> jax.Array:
         config = self.config
-        x = HeadTransform(config, name="transform")(x)  # (B, P, H)
+        if config.head_transform:
+            x = HeadTransform(config, name="transform")(x)  # (B, P, H)
         if config.tie_embeddings:
             table = word_embeddings.astype(x.dtype)  # (V, H)
             logits = jnp.einsum("bph,vh->bpv", x, table, preferred_element_type=jnp.float32)
