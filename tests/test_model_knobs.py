@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
+from bertlab.checkpoints import training_state
 from bertlab.checkpoints.bertlab_format import load_bertlab, save_bertlab
 from bertlab.data import packing
 from bertlab.data.pretraining.masking import mask_tokens
 from bertlab.models import (BertConfig, BertForPreTraining, BertForSequenceClassification,
                             BertModel, ConfigError, flops_per_token)
 from bertlab.models import attention, embedding, encoder
+from bertlab.models.config import config_from_dict, config_to_dict
 from bertlab.train import optimizer, steps
 from bertlab.train.mesh import data_mesh, replicated
 from bertlab.train.state import create_train_state
@@ -284,6 +286,21 @@ def test_fused_kernel_equals_explicit(knobs):
         np.testing.assert_allclose(out_f, out_e, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["explicit", "fused"])
+def test_bfloat16_knobs_stay_close_to_float32(kernel):
+    batch = padded_batch()
+    knobs = dict(position_embedding="alibi", local_window=4, global_every=2, norm="rmsnorm",
+                 norm_bias=False, activation="swiglu", pre_ln=True, attention_kernel=kernel)
+    full = BertModel(config(**knobs))
+    params = init(full, batch)
+    sequence, _ = run(full, params, batch)
+    half, _ = run(BertModel(config(**knobs, dtype="bfloat16")), params, batch)
+    assert half.dtype == jnp.bfloat16
+    real = batch["attention_mask"].astype(bool)
+    np.testing.assert_allclose(np.float32(half)[real], np.asarray(sequence)[real], atol=0.05,
+                               rtol=0.02)
+
+
 # ------------------------------------------------------------------ save, restore, compile
 
 
@@ -300,8 +317,9 @@ def test_exotic_combination_round_trips_through_the_bertlab_export(tmp_path):
     np.testing.assert_array_equal(run(model, loaded_params, batch), run(model, params, batch))
 
 
-def test_train_steps_compile_once_and_learn():
-    """Three MLM updates of the exotic combination: one compilation, a finite falling loss."""
+def test_train_steps_compile_once_learn_and_checkpoint(tmp_path):
+    """Four MLM updates of the exotic combination: one compilation, a finite falling loss; then
+    the training checkpoint (orbax) restores the same parameters and config."""
     cfg = config(**dict(EXOTIC, num_layers=2, hidden_dropout=0.1))
     model = BertForPreTraining(cfg, with_nsp=False)
     batch = padded_batch()
@@ -327,6 +345,16 @@ def test_train_steps_compile_once_and_learn():
         first = loss if first is None else first
     assert step._cache_size() == 1
     assert loss < first
+
+    manager = training_state.open_manager(str(tmp_path), async_save=False)
+    training_state.save(manager, 4, params=state.params, opt_state=state.opt_state,
+                        meta={"model": config_to_dict(cfg)})
+    manager.close()
+    restored, meta = training_state.restore_params(str(tmp_path))
+    assert config_from_dict(meta["model"]) == cfg
+    for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(state.params)),
+                                 jax.tree_util.tree_leaves_with_path(restored)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_flops_per_token_with_a_window_by_hand():
