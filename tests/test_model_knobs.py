@@ -317,6 +317,16 @@ def test_exotic_combination_round_trips_through_the_bertlab_export(tmp_path):
     np.testing.assert_array_equal(run(model, loaded_params, batch), run(model, params, batch))
 
 
+@pytest.mark.parametrize("knob", [dict(norm_bias=False), dict(local_window=4, global_every=2),
+                                  dict(vocab_pad_multiple=8), dict(type_vocab_size=0)],
+                         ids=lambda knob: next(iter(knob)))
+def test_hf_bert_export_refuses_the_recipe_knobs(knob):
+    from bertlab.checkpoints import hf
+
+    with pytest.raises(ConfigError, match=f"cannot export to HuggingFace BERT: .*{next(iter(knob))}="):
+        hf.config_to_hf(BertConfig(**knob))
+
+
 def test_train_steps_compile_once_learn_and_checkpoint(tmp_path):
     """Four MLM updates of the exotic combination: one compilation, a finite falling loss; then
     the training checkpoint (orbax) restores the same parameters and config."""

@@ -9,6 +9,12 @@ Our paths already mirror the original TF variable names, so the table is a handf
   cls/predictions/output_bias                 cls/predictions/output_bias         cls.predictions.bias
   cls/seq_relationship/output_weights (2,H)   cls/seq_relationship/output_weights cls.seq_relationship.weight (2,H)
   classifier/kernel (H,L)                     output_weights (L,H)  [run_classifier.py]  classifier.weight (L,H)
+
+The recipe knobs (bertlab.models.config) only remove leaves or change shapes, never rename: a
+bias-less layer has no .../bias, an RMSNorm keeps the scope LayerNorm with `scale` alone, a
+padded vocabulary makes the word table (V_pad, H). The expected trees come from the model
+itself, so the rules above hold for every combination; the exporters refuse the knobs their
+format cannot hold (hf.config_to_hf), and ModernBERT has its own table (modernbert.py).
 """
 
 from __future__ import annotations
