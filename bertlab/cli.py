@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
+    from bertlab import runtime  # XLA flags per command, before jax starts (bertlab/runtime.py)
+    runtime.configure(name)
     if name not in COMMANDS:
         print(f"bertlab: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
