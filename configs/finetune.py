@@ -58,6 +58,28 @@ Arguments (comma-separated key=value; a bare word is the task):
   variant  the model size row of bertlab.models.VARIANTS used when training from scratch
            (tiny, mini, small, medium, base, large); ignored with init_from.
 
+Fine-tuning controls (issue 16):
+  train.select_metric    the eval metric that picks each seed's best epoch (the exported model)
+                         and summary.json's best seed: any metric the task reports, `macro_f1` or
+                         `matthews` for any classification task (`f1` with two classes), or
+                         `loss` (mean unweighted eval loss, lower is better). Default: the task's
+                         GLUE metric, MCC for CoLA, F1 for MRPC/QQP, Spearman for STS-B, accuracy
+                         elsewhere. Ties: an epoch replaces the best only when strictly better, so
+                         on equal values the EARLIER epoch (and the earlier seed) is kept: it got
+                         there with fewer updates, the less fitted model at equal quality, and
+                         early stopping counts an equal epoch as no gain.
+  train.class_weights    "balanced" (n_samples / (n_classes * count_c) on the training split, as
+                         scikit-learn) or "1.0,3.0" (one per class id): the loss is
+                         sum(w_y * loss) / sum(w_y) over a batch's real examples, torch's
+                         CrossEntropyLoss(weight=w) with mean reduction; classification only.
+  optimizer.grad_accum_steps  k micro-batches per update; data.batch_size stays the examples per
+                         update (divisible by k) and the update is the one-batch update. Packed
+                         batches split their rows into k groups of whole examples.
+  optimizer.layer_decay  d in (0, 1]: encoder layer l of L (0 = lowest) learns at lr * d^(L - l),
+                         the embeddings at lr * d^(L + 1), the pooler, head and extra layers at lr
+                         (BEiT, Bao et al. 2022; ELECTRA, Clark et al. 2020, puts one more step
+                         below the head). Frozen groups stay frozen.
+
 Recipes per task (RECIPES): Devlin et al. 2019 (section A.3) fine-tune GLUE for 3 epochs at batch
 32 and pick lr from {5e-5, 4e-5, 3e-5, 2e-5} on dev; 2e-5 is the common single choice. The small
 sets (MRPC 3.7k, RTE 2.5k, STS-B 5.7k, WNLI 0.6k pairs) give only ~100-350 updates in 3 epochs, so
@@ -196,6 +218,11 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     data.max_seq_length = max_seq_length  # tokens per example incl. [CLS]/[SEP]; longer is cut
     data.batch_size = batch_size         # examples per update
     data.eval_batch_size = 64            # examples per evaluation / prediction batch
+    data.packing = True                  # packed batches (several examples per row, no [PAD] compute;
+    #                                      same examples, order and results up to float rounding);
+    #                                      False = every row padded to max_seq_length
+    data.packing_programs = 4            # packed training: at most this many row counts (compiled
+    #                                      programs); fewer when a compile costs more than it saves
     data.vocab = ""                      # from_scratch: this vocab.txt instead of learning one (e.g. a
     #                                      pretraining's, for a no-pretraining control); "" = learn
     data.vocab_size = 20000              # from_scratch: size of the vocabulary learned there
@@ -212,6 +239,11 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     opt.b2 = 0.999                       # Adam second-moment decay
     opt.eps = 1e-6                       # Adam epsilon (the original's 1e-6)
     opt.clip_norm = 1.0                  # clip gradients to this global norm; 0 disables
+    opt.grad_accum_steps = 1             # micro-batches per update (data.batch_size, the examples
+    #                                      per update, is split k ways: same update, less memory)
+    opt.layer_decay = 1.0                # layer-wise lr decay in (0, 1]: encoder layer l of L gets
+    #                                      lr * decay^(L - l), embeddings decay^(L + 1), the pooler and
+    #                                      head the full lr (BEiT / ELECTRA); 1.0 = off
 
     # --- train: the loop
     config.train = train = ml_collections.ConfigDict()
@@ -222,6 +254,13 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     train.early_stopping_patience = 0    # stop after this many epochs without a better eval
     #                                      metric; 0 = off
     train.freeze_backbone = False        # backbone (params["bert"]) never updated: head only
+    train.select_metric = ""             # eval metric that picks the best epoch and seed: any the task
+    #                                      reports, macro_f1 / matthews (classification) or loss (lower
+    #                                      is better); "" = the task's GLUE metric (CoLA matthews,
+    #                                      MRPC/QQP f1, STS-B spearman, else accuracy); a tie keeps
+    #                                      the earlier epoch
+    train.class_weights = ""             # loss weight per gold class: "" none | balanced (n / (classes
+    #                                      * count), from the training split) | 1.0,3.0 (per class id)
     train.log_every = 50                 # steps between train-metric lines in metrics.jsonl
 
     if recipe == "adam" or (recipe == "default" and task == "imdb"):

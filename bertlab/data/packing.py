@@ -105,8 +105,14 @@ def rows_needed(lengths: Sequence[int], row_length: int) -> int:
     return len(first_fit_decreasing(lengths, row_length))
 
 
-def plan_row_buckets(needs: Sequence[int], max_programs: int) -> tuple[int, ...]:
+def plan_row_buckets(needs: Sequence[int], max_programs: int, program_cost: float = 0.0
+                     ) -> tuple[int, ...]:
     """The at most `max_programs` row counts that cover every need with the fewest token slots.
+
+    program_cost: what one more compiled program costs, in rows (one row of one step). Each
+    bucket is an XLA program to compile, and on a CPU a compile costs as much as hundreds of
+    row-steps, so a short run is better off with fewer, larger buckets: the plan minimises
+    rows run + program_cost * buckets (0: the fewest rows with up to max_programs buckets).
 
     Each batch runs at the smallest bucket >= its need, so the largest need is always a bucket;
     the rest are chosen by an exact dynamic programme over the distinct needs (sorted values
@@ -133,7 +139,8 @@ def plan_row_buckets(needs: Sequence[int], max_programs: int) -> tuple[int, ...]
                 total = prev + float(values[j - 1]) * float(prefix[j] - prefix[i - 1])
                 if total < cost[p][j]:
                     cost[p][j], choice[p][j] = total, i - 1
-    best_p = min(range(1, max_programs + 1), key=lambda p: (cost[p][m], p))
+    best_p = min(range(1, max_programs + 1),
+                 key=lambda p: (cost[p][m] + program_cost * p, p))
     buckets, j, p = [], m, best_p
     while j > 0:
         buckets.append(int(values[j - 1]))
@@ -151,16 +158,20 @@ def bucket_rows(need: int, buckets: Sequence[int]) -> int:
 
 
 def plan_batches(lengths: np.ndarray, batches: Iterable[Sequence[int]], row_length: int,
-                 max_programs: int) -> tuple[list[int], tuple[int, ...]]:
+                 max_programs: int, *, multiple: int = 1, program_cost: float = 0.0
+                 ) -> tuple[list[int], tuple[int, ...]]:
     """R for every batch of a run, from the examples' lengths alone (no token arrays).
 
     lengths: (N,) real tokens per example of the split (example_lengths of its Tokenizer.pack
     mask); batches: each batch's example indices, every batch the run will take (all epochs,
     so the compiled shapes are fixed before the first step and a resumed run plans the same).
-    Returns (R per batch, the buckets)."""
+    multiple: every R is a multiple of it (the data mesh's size: rows are split over the
+    devices). program_cost: see plan_row_buckets. Returns (R per batch, the buckets)."""
     lengths = np.asarray(lengths)
-    needs = [rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length) for rows in batches]
-    buckets = plan_row_buckets(needs, max_programs)
+    multiple = max(int(multiple), 1)
+    needs = [-(-max(rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length), 1)
+               // multiple) * multiple for rows in batches]
+    buckets = plan_row_buckets(needs, max_programs, program_cost)
     return [bucket_rows(need, buckets) for need in needs], buckets
 
 

@@ -11,8 +11,10 @@ Read top to bottom, a run is:
    weights of the configured size; tokenise every split once;
 3. for each seed (bertlab.train.seeds; finished seeds are kept): put a fresh classifier head
    (and `model.extra_layers` fresh encoder layers) on the backbone, train `train.epochs` passes
-   with the jitted bertlab.train.steps.classify_train_step, score the eval split after every
-   epoch with the task's metrics (bertlab.inference.run_eval, what predict uses too), export the
+   with the jitted bertlab.train.steps.classify_train_step (packed batches unless
+   data.packing=False: the same examples per update in the same order, without [PAD]
+   compute; the rows of every batch of every epoch are planned before the first step), score
+   the eval split after every epoch with the task's metrics (bertlab.inference.run_eval, what predict uses too), export the
    best epoch's model to seed_<n>/model/ (what predict reloads), stop early after
    `train.early_stopping_patience` epochs without improvement, score the test split once with
    the best weights;
@@ -26,6 +28,8 @@ Workdir layout:
     curves.png           every seed's loss and task metric per epoch, train and validation
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
     seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
+    seed_<n>/eval_predictions.csv  the same per example: id, text(s), gold, prediction,
+                         probabilities (bertlab.data.tasks.prediction_table)
     seed_<n>/model/      the best epoch's export: config.json, params.safetensors, vocab.txt,
                          task.json (bertlab.checkpoints.init_from); `bertlab convert` reads it too
     seed_<n>/metrics.jsonl  "train" lines every train.log_every steps; "train_epoch" and "eval"
@@ -50,6 +54,8 @@ import numpy as np
 import optax
 
 from bertlab.checkpoints import init_from as init_from_lib
+from bertlab.data import packing
+from bertlab.data.tasks import prediction_table
 from bertlab.data.tasks.metrics import task_metrics
 from bertlab.data.tasks.registry import TaskSpec
 from bertlab.files import write_json
@@ -68,11 +74,12 @@ from bertlab.train.loop import TrainConfigError
 from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.train.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
 from bertlab.train.state import create_train_state
-from bertlab.train.task_data import TaskData, batch_of, encode_split, is_pair_config, load_data, \
-    training_steps
+from bertlab.train.task_data import (PackPlan, TaskData, batch_of, encode_split, is_pair_config,
+                                     load_data, packed_batch_of, plan_packing, training_steps)
 
 RESULT_FILE = seeds_lib.RESULT_FILE
 EVAL_LOGITS_FILE = "eval_logits.npy"  # the best epoch's logits on the eval split, row order kept
+EVAL_PREDICTIONS_FILE = "eval_predictions.csv"  # the same, per example with ids and texts
 SUMMARY_FILE = init_from_lib.SUMMARY_FILE
 MODEL_DIR = init_from_lib.MODEL_DIR
 OPTIMIZERS = optimizer_lib.OPTIMIZERS
@@ -105,7 +112,7 @@ def check_config(config) -> None:
     for key, low in (("data.batch_size", 1), ("data.eval_batch_size", 1), ("train.epochs", 1),
                      ("train.log_every", 1), ("data.max_train_examples", 0),
                      ("data.max_eval_examples", 0), ("train.early_stopping_patience", 0),
-                     ("model.extra_layers", 0)):
+                     ("model.extra_layers", 0), ("data.packing_programs", 1)):
         group, name = key.split(".")
         if config[group][name] < low:
             raise TrainConfigError(f"{key}={config[group][name]} must be >= {low}")
@@ -210,19 +217,47 @@ def build_training(prepared: Prepared) -> Training:
 # One seed.
 # --------------------------------------------------------------------------------------------
 
+def epoch_batches(seed: int, epoch: int, num_examples: int, batch_size: int) -> list[np.ndarray]:
+    """The example indices of each batch of `epoch` (1-based) in this seed's order."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return [order[start:start + batch_size] for start in range(0, num_examples, batch_size)]
+
+
+def plan_seed_packing(prepared: Prepared, seed: int) -> PackPlan | None:
+    """The packed rows of every batch of every epoch of this seed, before its first step (so
+    the compiled shapes are known and a rerun plans the same); None when data.packing is off."""
+    config = prepared.config
+    if not config.data.packing:
+        return None
+    num_examples, batch_size = len(prepared.train["token_ids"]), config.data.batch_size
+    batches = [rows for epoch in range(1, config.train.epochs + 1)
+               for rows in epoch_batches(seed, epoch, num_examples, batch_size)]
+    return plan_packing(packing.example_lengths(prepared.train["attention_mask"]), batches,
+                        examples=batch_size, row_length=prepared.train["token_ids"].shape[1],
+                        max_programs=config.data.packing_programs,
+                        multiple=prepared.mesh.size)
+
+
 def train_epoch(prepared: Prepared, training: Training, state, rng, window: loop.MetricWindow,
-                writer: MetricWriter, *, seed: int, epoch: int, step: int):
+                writer: MetricWriter, *, seed: int, epoch: int, step: int,
+                plan: PackPlan | None = None):
     """One pass over the training split in this seed's order for `epoch`: (state, step, the
-    epoch's loss and task metrics from the logits the train steps returned)."""
+    epoch's loss and task metrics from the logits the train steps returned). With a plan the
+    batches are packed (plan.rows[i] for the i-th batch of the seed)."""
     config, mesh = prepared.config, prepared.mesh
     batch_size, steps_per_epoch = config.data.batch_size, training.steps_per_epoch
-    order = np.random.default_rng([seed, epoch]).permutation(len(prepared.train["token_ids"]))
+    batches = epoch_batches(seed, epoch, len(prepared.train["token_ids"]), batch_size)
     parts = []
-    for index in range(steps_per_epoch):
-        rows = order[index * batch_size:(index + 1) * batch_size]
-        batch = mesh_lib.global_batch(batch_of(prepared.train, rows, batch_size), mesh)
-        state, metrics = training.train_step(state, batch, rng)
+    for index, rows in enumerate(batches):
+        if plan is None:
+            local = batch_of(prepared.train, rows, batch_size)
+        else:  # slot s of the packed batch is row s of the padded one: logits line up
+            local = packed_batch_of(prepared.train, rows, batch_size, plan,
+                                    (epoch - 1) * steps_per_epoch + index)
+        state, metrics = training.train_step(state, mesh_lib.global_batch(local, mesh), rng)
         step += 1
+        if plan is not None:  # real tokens / token slots of this step, logged as a mean
+            metrics = {**metrics, "packing_efficiency": packing.packing_efficiency(local)}
         window.add(step, {name: value for name, value in metrics.items() if name != "logits"})
         parts.append((metrics["logits"], metrics["loss"], rows))
         writer.progress(step)
@@ -259,6 +294,11 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                    f"of {config.data.batch_size}, warm-up {training.warmup_steps} of "
                    f"{training.num_steps} updates")
     window = loop.MetricWindow(0, what=f"seed {seed}: ", advice=DIVERGED_ADVICE)
+    plan = plan_seed_packing(prepared, seed)
+    if plan is not None:
+        writer.message(f"seed {seed}: packed batches, rows of {plan.row_length} tokens, "
+                       f"{len(plan.buckets)} row count(s) {list(plan.buckets)} (padded: "
+                       f"{config.data.batch_size} rows)")
     last_plot = time.time()
     best: dict | None = None
     best_epoch, best_params, epochs_without_gain, stopped_early = 0, None, 0, False
@@ -268,11 +308,11 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
         for epoch in range(1, config.train.epochs + 1):
             state, step, train_result = train_epoch(prepared, training, state, dropout_rng,
                                                     window, writer, seed=seed, epoch=epoch,
-                                                    step=step)
+                                                    step=step, plan=plan)
             epochs_run = epoch
             writer.write(step, "train_epoch", {"epoch": epoch, **train_result})
             logits, losses = run_eval(training.eval_step, state, prepared.eval,
-                                      training.eval_batch, mesh)
+                                      training.eval_batch, mesh, packed=config.data.packing)
             eval_result = score(spec, logits, losses, prepared.eval["labels"])
             writer.write(step, "eval", {"epoch": epoch, **eval_result})
             improved = best is None or (seeds_lib.primary(eval_result, spec)
@@ -284,6 +324,8 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                 best, best_epoch, epochs_without_gain = eval_result, epoch, 0
                 best_params = jax.device_get(state.params)
                 np.save(os.path.join(seed_dir, EVAL_LOGITS_FILE), logits)
+                write_predictions(os.path.join(seed_dir, EVAL_PREDICTIONS_FILE), spec,
+                                  prepared.data.eval, logits)
                 save_model(os.path.join(seed_dir, MODEL_DIR), prepared, best_params,
                            meta={"seed": seed, "epoch": epoch, "step": step, "eval": eval_result})
             else:
@@ -301,7 +343,7 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
         if prepared.test is not None:
             best_state = state.replace(params=mesh_lib.replicate(best_params, mesh))
             logits, losses = run_eval(training.eval_step, best_state, prepared.test,
-                                      training.eval_batch, mesh)
+                                      training.eval_batch, mesh, packed=config.data.packing)
             test_result = score(spec, logits, losses, prepared.test["labels"])
             writer.write(step, "test", {"epoch": best_epoch, **test_result})
             writer.message(f"seed {seed} test (epoch {best_epoch} weights): "
@@ -315,6 +357,15 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
               "seconds": round(time.time() - started, 2)}
     _write_json(os.path.join(seed_dir, RESULT_FILE), result)
     return result
+
+
+def write_predictions(path: str, spec: TaskSpec, split, logits: np.ndarray) -> str:
+    """The per-example table of a scored split (ids from the split, else row indices)."""
+    rows = prediction_table.prediction_rows(
+        logits=logits, label_names=() if spec.is_regression else spec.label_names,
+        texts=split.texts, text_pairs=split.text_pairs if spec.is_pair else None, ids=split.ids,
+        gold=split.labels if split.is_labelled else None)
+    return prediction_table.write_prediction_table(path, rows)
 
 
 def plot_seed(seed_dir: str, spec: TaskSpec, seed: int) -> None:

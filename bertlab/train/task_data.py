@@ -3,6 +3,11 @@
 
 `load_split` and `encode_split` also serve inference (bertlab.inference reloads a split the way
 training read it, from the record an export keeps).
+
+Packed batches (data.packing, on by default): the same batches of the same examples in the same
+order, laid out by bertlab.data.packing.pack_batch into fewer rows so no step computes on
+[PAD]. `plan_packing` fixes R for every batch of a run before its first step (a bounded set of
+compiled shapes); `packed_batch_of` is `batch_of` packed to that plan.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 
 import numpy as np
 
+from bertlab.data import packing
 from bertlab.data.tasks.registry import TABLE_TASKS, Split, TaskSpec, load_task, select
 from bertlab.text.tokenizer import Tokenizer
 from bertlab.train.loop import TrainConfigError, pad_rows
@@ -63,7 +69,10 @@ def subsample(split: Split, limit: int, seed: int) -> Split:
     if not limit or limit >= len(split):
         return split
     rows = np.random.default_rng(seed).choice(len(split), size=limit, replace=False)
-    return select(split, np.sort(rows))
+    subset = select(split, np.sort(rows))
+    if subset.ids is None:  # per-example outputs name rows by their index in the whole split
+        subset.ids = [str(i) for i in np.sort(rows)]
+    return subset
 
 
 def load_data(config) -> TaskData:
@@ -128,3 +137,41 @@ def training_steps(num_examples: int, batch_size: int, epochs: int,
     steps_per_epoch = math.ceil(num_examples / batch_size)
     num_steps = steps_per_epoch * epochs
     return steps_per_epoch, num_steps, int(warmup_fraction * num_steps)
+
+
+# What compiling one more packed program costs, in row-steps (one row of T tokens through one
+# step). Measured for MiniLM (L6/H384) on the 2-core CPU: 23 s per packed train program vs
+# 0.09 s per row of a train step (experiments/bench/packing_efficiency.md, issue 14), so a
+# short run takes fewer, larger buckets (packing.plan_row_buckets' program_cost).
+PROGRAM_COST_ROWS = 250.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PackPlan:
+    """R per batch (rows), the distinct R values (buckets: one compiled program each), K slots
+    per batch (examples) and T tokens per row (row_length)."""
+
+    rows: tuple[int, ...]
+    buckets: tuple[int, ...]
+    examples: int
+    row_length: int
+
+
+def plan_packing(lengths: np.ndarray, batches: list, *, examples: int, row_length: int,
+                 max_programs: int, multiple: int = 1,
+                 program_cost: float = PROGRAM_COST_ROWS) -> PackPlan:
+    """The plan of every batch a pass (or a whole run) will take; `batches` lists each batch's
+    example indices in the order they will run. K (`examples`) and every R are multiples of
+    `multiple` (the data mesh's size)."""
+    rows, buckets = packing.plan_batches(lengths, batches, row_length, max_programs,
+                                         multiple=multiple, program_cost=program_cost)
+    examples = -(-int(examples) // multiple) * multiple
+    return PackPlan(tuple(rows), buckets, examples, int(row_length))
+
+
+def packed_batch_of(encoded: dict, rows: np.ndarray, batch_size: int, plan: PackPlan,
+                    index: int) -> dict:
+    """batch_of(...) packed into plan.rows[index] rows of plan.row_length: slot s is batch row
+    s (the filler rows of a short last batch are empty slots of weight 0)."""
+    return packing.pack_batch(batch_of(encoded, rows, batch_size), rows=plan.rows[index],
+                              row_length=plan.row_length, max_examples=plan.examples)
