@@ -33,7 +33,8 @@ FINAL_METRICS_FILE = "final_metrics.json"
 PREVIOUS_FINAL_METRICS_FILE = "final_metrics.previous.json"
 
 
-def _read(path: str) -> Any:
+def read_json(path: str) -> Any:
+    """The JSON value of `path`, or None when it is missing or unreadable (cut by a crash)."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -41,18 +42,22 @@ def _read(path: str) -> Any:
         return None
 
 
-def is_finished(workdir: str) -> bool:
-    return os.path.exists(os.path.join(workdir, FINAL_METRICS_FILE))
+_read = read_json
+
+
+def is_finished(workdir: str, final_name: str = FINAL_METRICS_FILE) -> bool:
+    return os.path.exists(os.path.join(workdir, final_name))
 
 
 def record_start(workdir: str, config: Mapping[str, Any], *, is_main: bool = True,
-                 default=None) -> str:
+                 default=None, final_name: str = FINAL_METRICS_FILE) -> str:
     """Writes this start's config without replacing a finished run's; returns the path written.
-    `default` serialises what JSON cannot (as json.dump's)."""
+    `default` serialises what JSON cannot (as json.dump's); `final_name` is the file whose
+    presence means finished (fine-tuning: summary.json)."""
     if not is_main:
         return ""
     current = os.path.join(workdir, CONFIG_FILE)
-    if is_finished(workdir):
+    if is_finished(workdir, final_name):
         path = os.path.join(workdir, PENDING_CONFIG_FILE)
         write_json(path, dict(config), default=default)
         return path
@@ -62,8 +67,9 @@ def record_start(workdir: str, config: Mapping[str, Any], *, is_main: bool = Tru
 
 
 def record_finish(workdir: str, final: Mapping[str, Any], *, is_main: bool = True,
-                  default=None) -> None:
-    """The run finished: its config becomes config.json and its results final_metrics.json."""
+                  default=None, final_name: str = FINAL_METRICS_FILE) -> None:
+    """The run finished: its config becomes config.json and its results final_metrics.json (or
+    `final_name`), the previous ones kept beside them."""
     if not is_main:
         return
     pending = os.path.join(workdir, PENDING_CONFIG_FILE)
@@ -71,10 +77,24 @@ def record_finish(workdir: str, final: Mapping[str, Any], *, is_main: bool = Tru
     if os.path.exists(pending):
         _keep_previous(current, _read(pending))
         os.replace(pending, current)
-    final_path = os.path.join(workdir, FINAL_METRICS_FILE)
+    final_path = os.path.join(workdir, final_name)
     if os.path.exists(final_path):  # copied, not moved: the workdir is never without results
-        shutil.copyfile(final_path, os.path.join(workdir, PREVIOUS_FINAL_METRICS_FILE))
+        shutil.copyfile(final_path, os.path.join(workdir, _previous_name(final_name)))
     write_json(final_path, dict(final), default=default)
+
+
+def set_aside_final(workdir: str, *, final_name: str = FINAL_METRICS_FILE) -> None:
+    """final_metrics.json -> final_metrics.previous.json: the results of a deliberate stop
+    (train.stop_after) that this start trains past; until it finishes, the workdir is
+    unfinished (a sweep reruns the stage to resume it), and nothing is deleted."""
+    path = os.path.join(workdir, final_name)
+    if os.path.exists(path):
+        os.replace(path, os.path.join(workdir, _previous_name(final_name)))
+
+
+def _previous_name(name: str) -> str:
+    stem, ext = os.path.splitext(name)
+    return f"{stem}.previous{ext}"
 
 
 def _keep_previous(current: str, new_config: Any) -> None:

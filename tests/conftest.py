@@ -12,6 +12,9 @@ SHARED = pathlib.Path(os.environ.get("BERTLAB_SHARED", REPO.parent / "shared"))
 # (tests/test_compile_cache.py turns it on in a temporary directory, and the
 # module_compilation_cache fixture below gives a module its own).
 os.environ["BERTLAB_COMPILATION_CACHE"] = "off"
+# ... and the measured peak FLOP/s (bertlab.train.peak_cache) is not cached in the real home:
+# tests/test_peak_cache.py points it at a temporary directory.
+os.environ["BERTLAB_CACHE_DIR"] = "off"
 
 
 def shared_path(*parts: str) -> pathlib.Path:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from bertlab import workdir_lock
 from bertlab.train import loop
 
 
@@ -63,7 +64,7 @@ def test_first_difference_flattens_skips_free_keys_and_compares_as_json():
 
 
 def test_check_rerun_refuses_another_recipe_and_names_the_key(tmp_path):
-    workdir = loop.open_workdir(str(tmp_path / "run"))
+    workdir = workdir_lock.ensure_directory(str(tmp_path / "run"))
     loop.check_rerun(workdir, {"optimizer": {"lr": 0.1}}, free=())  # no config.json yet
     loop.write_config(workdir, {"optimizer": {"lr": 0.1}, "train": {"seeds": (0,)}})
     assert json.load(open(f"{workdir}/config.json"))["train"]["seeds"] == [0]

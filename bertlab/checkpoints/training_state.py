@@ -308,13 +308,17 @@ class Restored:
 
 
 def restore_latest(manager: ocp.CheckpointManager, *, params_like: Any, opt_state_like: Any,
-                   compat: Mapping[str, Any] | None = None, is_main: bool = True,
+                   compat: Mapping[str, Any] | None = None,
+                   difference: Callable[[Mapping, Mapping], tuple | None] | None = None,
+                   is_main: bool = True,
                    log: Callable[[str], None] = _stderr) -> Restored | None:
     """The newest checkpoint that reads, after moving aside each newer one that does not (one
     line each through `log`: step, cause, where it went); None when there is none left.
 
     `compat` is checked against each candidate's meta before its arrays are read: a mismatch is
-    a CheckpointError (the run is the wrong one for this workdir), never a fallback. Every
+    a CheckpointError (the run is the wrong one for this workdir), never a fallback.
+    `difference(saved, current)` finds the mismatch (see check_compatible) where a loop knows
+    more, e.g. the default of a model knob an old checkpoint's record lacks. Every
     process of a multi-host run calls this and skips the same steps (they read the same files);
     only `is_main` moves directories."""
     workdir = _workdir_of(manager)
@@ -326,7 +330,7 @@ def restore_latest(manager: ocp.CheckpointManager, *, params_like: Any, opt_stat
                 meta = read_meta(manager, step)
                 if compat is not None:
                     check_compatible(meta.get("compat", {}), compat,
-                                     where=checkpoint_dir(workdir))
+                                     where=checkpoint_dir(workdir), difference=difference)
                 params, opt_state, meta = restore(manager, step, params_like=params_like,
                                                   opt_state_like=opt_state_like)
                 return Restored(step, params, opt_state, meta, abandoned)
@@ -443,14 +447,31 @@ def _locked_by_another_process(workdir: str) -> bool:
     return False
 
 
-def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], *, where: str) -> None:
-    """Refuses to resume when a shape-defining setting differs; names the first differing key."""
+def check_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], *, where: str,
+                     difference: Callable[[Mapping, Mapping], tuple | None] | None = None
+                     ) -> None:
+    """Refuses to resume when a shape-defining setting differs; names the first differing key
+    (found by `difference(saved, current) -> (key, before, now) | None`, by default the first key
+    in sorted order whose values differ as JSON sees them: a record read back has lists where
+    the run has tuples)."""
+    found = (difference or _first_difference)(saved, current)
+    if found is not None:
+        key, before, now = found
+        raise CheckpointError(
+            f"{where} holds a checkpoint of an incompatible run: {key} was {before!r}, now "
+            f"{now!r}. Use a new --workdir, or set {key} back to {before!r} to resume.")
+
+
+def _first_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tuple | None:
+    def as_json(value):
+        return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist")
+                                     else list(v)))
+
     for key in sorted(set(saved) | set(current)):
         before, now = saved.get(key, "<absent>"), current.get(key, "<absent>")
-        if before != now:
-            raise CheckpointError(
-                f"{where} holds a checkpoint of an incompatible run: {key} was {before!r}, now "
-                f"{now!r}. Use a new --workdir, or set {key} back to {before!r} to resume.")
+        if as_json(before) != as_json(now):
+            return key, before, now
+    return None
 
 
 # ---------------------------------------------------------------------------------- metrics

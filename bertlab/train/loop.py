@@ -5,8 +5,14 @@ bertlab.train.pretrain (steps, checkpoints, resume) and bertlab.train.finetune (
 best-epoch export) are two drivers over these pieces; what differs between them stays in the
 driver, what they have in common exists only here:
 
-  open_workdir / check_rerun / write_config   workdir, config.json, and the refusal of a workdir
-                                              made by an incompatible config
+  check_numbers                               every numeric config key in range, before any work
+  workdir_session                             the workdir created, locked for the run (one process
+                                              per workdir), and removed again when a failed
+                                              start leaves it empty
+  check_rerun / write_config                  config.json, and the refusal of a workdir made by
+                                              an incompatible config (bertlab.run_files keeps a
+                                              finished run's config and results until the new
+                                              run finishes)
   MetricWindow                                the train metrics since the last log: the
                                               non-finite-loss check (NonFiniteLossError names the
                                               step range) and their means
@@ -17,6 +23,8 @@ driver, what they have in common exists only here:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -47,16 +55,83 @@ class NonFiniteLossError(FloatingPointError):
 # Run setup: the workdir and the config that made it.
 # --------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Where a numeric config value may lie; None: unbounded on that side."""
+
+    low: float | None = 0
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open
+                                                               and value == self.high))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+AT_LEAST_ONE = Range(1)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1)                  # [0, 1]
+PROBABILITY_BELOW_ONE = Range(0, 1, high_open=True)  # [0, 1): dropout, Adam's betas
+DEFAULT_RANGE = Range(0)                # a key without an entry: finite and >= 0
+
+
+def check_numbers(config, ranges: Mapping[str, Range]) -> None:
+    """Every numeric key of `config` (ints, floats, and the numbers of a tuple such as
+    train.seeds) must be finite and in its Range; keys without one must be finite and >= 0 (no
+    count, size, rate or seed of ours is negative), so a key added later is checked too.
+    None (a placeholder left unset) is skipped. Called before anything is read or written."""
+    for key, value in flat_keys(config.to_dict() if hasattr(config, "to_dict") else config).items():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            allowed = ranges.get(key, DEFAULT_RANGE)
+            if not allowed.holds(float(item)):
+                shown = value if len(values) == 1 else tuple(values)
+                raise TrainConfigError(f"{key}={shown} must be {allowed}")
+
+
 def open_workdir(workdir: str) -> str:
-    """The absolute workdir, created if missing."""
+    """Deprecated: workdir_session (created, locked, removed again when a start fails)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     return workdir
 
 
+@contextlib.contextmanager
+def workdir_session(workdir: str, *, is_main: bool) -> Iterator[str]:
+    """`with workdir_session(path, is_main=...) as workdir:` the absolute workdir, created if
+    missing (a path that is a file is a one-line WorkdirError) and locked for the block (only the
+    main process of a multi-host run locks; a second run on it is refused, naming the holder).
+    A workdir this start created and that holds nothing but the lock when the block fails is
+    removed again: a failed start leaves no empty directory behind."""
+    from bertlab import workdir_lock
+
+    existed = os.path.isdir(os.path.abspath(os.path.expanduser(workdir)))
+    workdir = workdir_lock.ensure_directory(workdir)
+    try:
+        with workdir_lock.locked(workdir, is_main=is_main):
+            yield workdir
+    except BaseException:
+        if is_main and not existed:
+            workdir_lock.remove_if_unused(workdir)
+        raise
+
+
 def write_config(workdir: str, config_dict: Mapping[str, Any]) -> None:
     """workdir/config.json: the full config of the latest (re)start."""
-    write_json(os.path.join(workdir, CONFIG_FILE), dict(config_dict), default=_json_default)
+    write_json(os.path.join(workdir, CONFIG_FILE), dict(config_dict), default=json_default)
 
 
 def first_difference(saved: Mapping[str, Any], current: Mapping[str, Any], *,
@@ -102,10 +177,11 @@ def flat_keys(tree: Mapping, prefix: str = "") -> dict:
 
 
 def _jsonish(value):
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
-def _json_default(value):
+def json_default(value):
+    """What json.dump cannot write of a config record: numpy scalars, tuples, sets."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):

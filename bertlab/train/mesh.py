@@ -8,6 +8,7 @@ slice) and `global_batch` assembles them into one array without any host-to-host
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -17,14 +18,36 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_distributed(enabled: bool) -> None:
-    """jax.distributed.initialize() once, before any device is touched (multi-host runs).
+def distributed_arguments(env=os.environ) -> dict:
+    """jax.distributed.initialize's arguments from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
+    and JAX_PROCESS_ID where set. jax 0.10.2 reads only the address from the environment itself
+    (a process count and id it cannot discover on a plain cluster must be passed), so we read
+    the other two; on TPU pods, SLURM and GKE, left unset, jax discovers them."""
+    arguments = {}
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        arguments["coordinator_address"] = env["JAX_COORDINATOR_ADDRESS"]
+    for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if env.get(name, "").strip():
+            try:
+                arguments[key] = int(env[name])
+            except ValueError:
+                raise ValueError(f"{name}={env[name]!r} is not an integer") from None
+    return arguments
 
-    On TPU pods, SLURM and GKE the coordinator address and process ids are discovered from the
-    environment; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
-    if enabled and not getattr(initialize_distributed, "_done", False):
-        jax.distributed.initialize()
+
+def initialize_distributed(enabled: bool, env=os.environ) -> None:
+    """jax.distributed.initialize() once, before any device is touched (multi-host runs), with
+    distributed_arguments(env). CPU processes exchange gradients through gloo (jax's CPU
+    collectives are off by default, and a multi-process CPU job then fails at its first
+    all-reduce), so it is switched on first; the setting concerns the CPU backend only."""
+    if not enabled or getattr(initialize_distributed, "_done", False):
+        return
+    if jax.distributed.is_initialized():  # the caller joined the job itself
         initialize_distributed._done = True
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**distributed_arguments(env))
+    initialize_distributed._done = True
 
 
 def data_mesh(devices=None) -> Mesh:

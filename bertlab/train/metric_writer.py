@@ -3,6 +3,10 @@
 `metrics.jsonl` is the source of truth: one object per line, `{"step": s, "split": "train" |
 "eval", <name>: <float>, ...}`, appended across resumes (a resumed run may repeat steps after the
 last checkpoint; readers keep the last line for each (split, step)). Only process 0 writes.
+
+Files are opened at the first record, not before: a start that writes nothing (a rerun of a
+finished run) leaves no empty events file behind. A write that fails (a full disk) is an
+OSError naming metrics.jsonl or the events directory (bertlab.failures.naming).
 """
 
 from __future__ import annotations
@@ -29,13 +33,10 @@ class MetricWriter:
                  enabled: bool = True, progress: bool = True):
         self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
+        self.tensorboard_dir = os.path.join(workdir, TENSORBOARD_DIR)
         self._file = self._tensorboard = self._bar = None
         if not enabled:
             return
-        self._file = open(self.path, "a", encoding="utf-8")
-        from tensorboardX import SummaryWriter  # deferred: import cost only for runs that log
-
-        self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
         if progress:
             from tqdm import tqdm
 
@@ -46,13 +47,23 @@ class MetricWriter:
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
+        from bertlab.failures import naming
+
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
         record.update({name: _jsonable(value) for name, value in scalars.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        for name, value in scalars.items():
-            self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
-        self._tensorboard.flush()
+        with naming(self.path):
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        with naming(self.tensorboard_dir):
+            if self._tensorboard is None:
+                from tensorboardX import SummaryWriter  # deferred: import cost only when logging
+
+                self._tensorboard = SummaryWriter(self.tensorboard_dir)
+            for name, value in scalars.items():
+                self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
+            self._tensorboard.flush()
 
     def progress(self, step: int, **postfix: str) -> None:
         """Moves the bar to `step`, showing e.g. loss / tokens/s / MFU."""
