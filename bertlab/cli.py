@@ -27,11 +27,14 @@ COMMANDS = {
     "similarity": "cosine-similarity matrix and heatmap for sentences",
     "sweep": "run (or --dry-run) the arms of an experiment study",
     "report": "collect a study's workdirs into results.md",
+    "submit": "GLUE leaderboard files from fine-tuned workdirs (TASK=WORKDIR ...)",
+    "compare": "final metrics, config differences and curves of any workdirs",
 }
 
 
 # Commands that compile jitted steps: they keep compiled programs on disk (bertlab.train.compile_cache).
-COMPILING_COMMANDS = {"pretrain", "finetune", "evaluate", "predict", "embed", "similarity"}
+COMPILING_COMMANDS = {"pretrain", "finetune", "evaluate", "predict", "embed", "similarity",
+                      "submit"}
 
 
 def usage() -> str:

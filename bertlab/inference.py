@@ -20,6 +20,7 @@ import optax
 
 from bertlab.checkpoints import init_from as init_from_lib
 from bertlab.data import packing
+from bertlab.data.tasks import prediction_table
 from bertlab.data.tasks.metrics import task_metrics
 from bertlab.data.tasks.registry import Split, TaskSpec
 from bertlab.models import BertForSequenceClassification, BertModel, mean_pool
@@ -177,17 +178,56 @@ def evaluate_split(model: FineTuned, split: Split, batch_size: int = 64, *,
 
 def load_eval_split(model: FineTuned, split: str, data_dir: str | None = None,
                     max_examples: int = 0) -> Split:
-    """A split of the task the model was trained on, read the way training read it."""
+    """A labelled split of the task the model was trained on, read the way training read it."""
+    loaded = load_task_split(model, split, data_dir, max_examples)
+    if not loaded.is_labelled:
+        raise TrainConfigError(f"split {split!r} of {model.export.data['task']} has no labels; "
+                               f"use `bertlab predict --split {split}` for its predictions")
+    return loaded
+
+
+def load_task_split(model: FineTuned, split: str, data_dir: str | None = None,
+                    max_examples: int = 0, task: str | None = None) -> Split:
+    """A split (labelled or not) of `task` (default: the model's own task), read the way
+    training read it. Another task must have the model's labels (ax or mnli-mm for an MNLI
+    model)."""
     record = model.export.data
     if not record.get("task"):
         raise TrainConfigError(f"{model.export.directory}: the export records no task data")
+    task = task or record["task"]
     data_dir = record.get("data_dir", "") if data_dir is None else os.path.abspath(data_dir)
-    _, loaded = load_split(record["task"], data_dir, split, dict(record.get("options", {})),
-                           key="data-dir")
-    if not loaded.is_labelled:
-        raise TrainConfigError(f"split {split!r} of {record['task']} has no labels; use "
-                               f"`bertlab predict` for unlabelled text")
+    options = dict(record.get("options", {})) if task == record["task"] else {}
+    spec, loaded = load_split(task, data_dir, split, options, key="data-dir")
+    if tuple(spec.label_names) != tuple(model.spec.label_names) or spec.is_pair != \
+            model.spec.is_pair:
+        raise TrainConfigError(f"task {task} ({', '.join(spec.label_names) or 'a score'}) does "
+                               f"not match the model's task {record['task']} "
+                               f"({', '.join(model.spec.label_names) or 'a score'})")
     return subsample(loaded, max_examples, record.get("data_seed", 0))
+
+
+def predict_split(model: FineTuned, split: Split, batch_size: int = 64, *,
+                  packed: bool = True) -> np.ndarray:
+    """Logits (N, num_labels) of every example of a split, labelled or not, in its order."""
+    encoded = encode_split(model.tokenizer, model.spec, split, model.max_seq_length)
+    encoded["labels"] = np.zeros_like(encoded["labels"])  # gold (if any) is not needed here
+    logits, _ = run_eval(model.eval_step, model.state, encoded,
+                         round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
+    return logits
+
+
+def prediction_rows(spec: TaskSpec, split: Split, logits: np.ndarray) -> list[dict]:
+    """The per-example table of a scored split: ids from the split (else row indices), texts,
+    gold when labelled, prediction, probabilities (bertlab.data.tasks.prediction_table)."""
+    return prediction_table.prediction_rows(
+        logits=logits, label_names=() if spec.is_regression else spec.label_names,
+        texts=split.texts, text_pairs=split.text_pairs if spec.is_pair else None, ids=split.ids,
+        gold=split.labels if split.is_labelled else None)
+
+
+def write_predictions(path: str, spec: TaskSpec, split: Split, logits: np.ndarray) -> str:
+    """prediction_rows written as CSV / TSV / JSONL by path's extension."""
+    return prediction_table.write_prediction_table(path, prediction_rows(spec, split, logits))
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,3 +12,6 @@ def add_finetuned_model_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="which seed of a multi-seed workdir (default: the best one)")
     parser.add_argument("--batch-size", type=int, default=64, help="examples per batch")
+    parser.add_argument("--no-packing", dest="packing", action="store_false",
+                        help="pad every example to the model's max_seq_length instead of "
+                             "packing several per row (same outputs up to float rounding)")

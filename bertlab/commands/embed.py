@@ -24,7 +24,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-length", type=int, default=256,
                         help="tokens per sentence incl. [CLS]/[SEP]; longer is cut (default 256, "
                              "as all-MiniLM-L6-v2 was trained)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="sentences per padded batch (packed batches hold at least 256)")
+    parser.add_argument("--no-packing", dest="packing", action="store_false",
+                        help="batches padded to their longest sentence instead of several "
+                             "sentences packed per row (same vectors up to float rounding)")
 
 
 def read_sentences(path: str) -> list[str]:
@@ -66,7 +70,8 @@ def main(argv: list[str]) -> int:
     from bertlab.inference import sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
-                                  batch_size=args.batch_size, normalize=args.normalize)
+                                  batch_size=args.batch_size, normalize=args.normalize,
+                                  packed=args.packing)
     if args.out:
         np.save(args.out, vectors.astype(np.float32))
         print(f"{len(sentences)} embeddings of size {vectors.shape[1]} -> {args.out}")

@@ -1,8 +1,9 @@
-"""`bertlab evaluate --workdir DIR [--split dev|test] [--data-dir PATH] [--seed N]`.
+"""`bertlab evaluate --workdir DIR [--split dev|test] [--data-dir PATH] [--seed N] [--out FILE]`.
 
 Reloads a fine-tuned model (a finetune workdir's best seed, a seed_<n>/ directory or a model/
 export) with its vocabulary, casing, label names and the way its task's data was read, scores a
-labelled split with the task's metrics, and prints them with the confusion matrix.
+labelled split with the task's metrics, and prints them with the confusion matrix. --out writes
+the per-example table (id, text(s), gold, prediction, probabilities; .csv, .tsv or .jsonl).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-examples", type=int, default=0,
                         help="score a fixed random subset of this size (0 = all)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--out", default=None,
+                        help="write one row per example to this .csv / .tsv / .jsonl")
     return parser
 
 
@@ -51,8 +54,11 @@ def main(argv: list[str]) -> int:
         model = inference.load_finetuned(args.workdir, args.seed)
         split = args.split or model.export.data.get("eval_split") or "dev"
         data = inference.load_eval_split(model, split, args.data_dir, args.max_examples)
-        metrics, logits = inference.evaluate_split(model, data, args.batch_size)
-    except (InitFromError, TrainConfigError) as e:
+        metrics, logits = inference.evaluate_split(model, data, args.batch_size,
+                                                   packed=args.packing)
+        if args.out:
+            inference.write_predictions(args.out, model.spec, data, logits)
+    except (InitFromError, TrainConfigError, ValueError) as e:
         print(f"bertlab {PROG}: error: {e}", file=sys.stderr)
         return 2
     spec, meta = model.spec, model.export.meta
@@ -62,6 +68,8 @@ def main(argv: list[str]) -> int:
     if not spec.is_regression:
         counts = confusion_matrix(logits.argmax(-1), data.labels, spec.num_labels)
         result["confusion_matrix"] = counts.tolist()
+    if args.out:
+        result["predictions"] = args.out
     if args.json:
         print(json.dumps(result))
         return 0
@@ -72,4 +80,6 @@ def main(argv: list[str]) -> int:
     if not spec.is_regression:
         print("confusion matrix (rows: true label, columns: predicted):")
         print(format_confusion(counts, spec.label_names))
+    if args.out:
+        print(f"{len(data)} per-example predictions -> {args.out}")
     return 0

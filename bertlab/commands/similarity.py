@@ -61,7 +61,7 @@ def format_matrix(matrix, labels: list[str]) -> str:
 
 
 def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
-                 batch_size: int = 32):
+                 batch_size: int = 32, packed: bool = True):
     """(N,) cosine similarity of texts[i] and pairs[i]. Each distinct sentence is embedded once
     (STS-B repeats many), shortest first so that batches padded to their longest text waste
     little; mean pooling over real tokens makes the order irrelevant to the vectors."""
@@ -72,7 +72,8 @@ def pair_cosines(backbone, texts, pairs, *, max_seq_length: int = 256,
     unique = sorted(set(texts) | set(pairs), key=lambda s: (len(s), s))
     row = {sentence: i for i, sentence in enumerate(unique)}
     vectors = sentence_embeddings(backbone, unique, max_seq_length=max_seq_length,
-                                  batch_size=batch_size, normalize=True)  # (U, H), unit rows
+                                  batch_size=batch_size, normalize=True,
+                                  packed=packed)  # (U, H), unit rows
     first = vectors[[row[t] for t in texts]]  # (N, H)
     second = vectors[[row[p] for p in pairs]]  # (N, H)
     return np.sum(first * second, axis=-1)
@@ -99,7 +100,8 @@ def score_task(args, backbone) -> dict:
                          f"STS Benchmark's own test file with its scores)")
     started = time.time()
     scores = pair_cosines(backbone, split.texts, split.text_pairs,
-                          max_seq_length=args.max_seq_length, batch_size=args.batch_size)
+                          max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+                          packed=args.packing)
     return {"task": spec.name, "split": args.split, "examples": len(split),
             "source": split.source, "model": backbone.source, "pooling": "mean",
             "similarity": "cosine", "max_seq_length": args.max_seq_length,
@@ -158,7 +160,7 @@ def main(argv: list[str]) -> int:
     from bertlab.inference import cosine_matrix, sentence_embeddings
 
     vectors = sentence_embeddings(backbone, sentences, max_seq_length=args.max_seq_length,
-                                  batch_size=args.batch_size)
+                                  batch_size=args.batch_size, packed=args.packing)
     matrix = cosine_matrix(vectors)
     print(format_matrix(matrix, sentences))
     draw_heatmap(matrix, sentences, args.out, title=os.path.basename(backbone.source.rstrip("/")))

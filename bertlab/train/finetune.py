@@ -55,11 +55,10 @@ import optax
 
 from bertlab.checkpoints import init_from as init_from_lib
 from bertlab.data import packing
-from bertlab.data.tasks import prediction_table
 from bertlab.data.tasks.metrics import task_metrics
 from bertlab.data.tasks.registry import TaskSpec
 from bertlab.files import write_json
-from bertlab.inference import round_up, run_eval, score
+from bertlab.inference import round_up, run_eval, score, write_predictions
 from bertlab.models import BertForSequenceClassification
 from bertlab.models.config import VARIANTS, BertConfig
 from bertlab.text.tokenizer import Tokenizer
@@ -357,15 +356,6 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
               "seconds": round(time.time() - started, 2)}
     _write_json(os.path.join(seed_dir, RESULT_FILE), result)
     return result
-
-
-def write_predictions(path: str, spec: TaskSpec, split, logits: np.ndarray) -> str:
-    """The per-example table of a scored split (ids from the split, else row indices)."""
-    rows = prediction_table.prediction_rows(
-        logits=logits, label_names=() if spec.is_regression else spec.label_names,
-        texts=split.texts, text_pairs=split.text_pairs if spec.is_pair else None, ids=split.ids,
-        gold=split.labels if split.is_labelled else None)
-    return prediction_table.write_prediction_table(path, rows)
 
 
 def plot_seed(seed_dir: str, spec: TaskSpec, seed: int) -> None:
