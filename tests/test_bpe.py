@@ -6,7 +6,6 @@ ModernBERT's tokenizer.json, and a [CLS] a [SEP] b [SEP] post-processor). No dow
 from __future__ import annotations
 
 import csv
-import os
 import pathlib
 import pickle
 import shutil

@@ -54,7 +54,6 @@ TO_HIDDEN_ACTIVATION = {"geglu": "gelu", "swiglu": "silu"}
 FROM_HEAD_ACTIVATION = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                         "relu": "relu"}
 TO_HEAD_ACTIVATION = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
-ARCHITECTURES = ("ModernBertModel", "ModernBertForMaskedLM", "ModernBertForSequenceClassification")
 
 
 def is_modernbert_dir(path: str | os.PathLike) -> bool:
@@ -155,15 +154,21 @@ def config_to_modernbert(config: BertConfig) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- name table
 
 
+# Our leaf names -> torch's; kernels are transposed ((in, out) here, (out, in) in torch).
+TORCH_LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias", "embedding": "weight"}
+
+
+def torch_tensor(module: str, leaf: str) -> tuple[str, bool]:
+    return f"{module}.{TORCH_LEAVES[leaf]}", leaf == "kernel"
+
+
 def modernbert_name(path: Path, head_is_pooler: bool = False) -> tuple[str, bool]:
     """Our full path -> (ModernBERT state-dict name, transpose?). The fused Wqkv is addressed
     per third as "....Wqkv.weight:q" (split by modernbert_source). `head_is_pooler`: the
     checkpoint's head.* is the classification model's (our pooler), else the MLM transform."""
     joined = "/".join(path)
     leaf = path[-1]
-    tensor = lambda module, transpose=None: (
-        f"{module}.{ {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'embedding': 'weight'}[leaf] }",
-        leaf == "kernel" if transpose is None else transpose)
+    tensor = lambda module: torch_tensor(module, leaf)
     if path[0] == "classifier":
         return tensor("classifier")
     if path[:2] == ("cls", "predictions"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from typing import Any, Iterable, Sequence
 
 import numpy as np
