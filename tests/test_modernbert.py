@@ -115,9 +115,12 @@ def our_outputs(config, params, ids, segments, mask) -> dict:
 
 
 ARCHITECTURES = ("ModernBertForMaskedLM", "ModernBertForSequenceClassification", "ModernBertModel")
-# Every config with the eager attention; sdpa (the same masks, another kernel) on one.
+# Every config with the eager attention; sdpa (the same masks, another kernel) on one config,
+# its MLM model by default and the other two classes with BERTLAB_SLOW=1.
 IMPORT_CASES = ([(name, arch, "eager") for name in CONFIGS for arch in ARCHITECTURES]
-                + [("biased_mean_every3_window4", arch, "sdpa") for arch in ARCHITECTURES])
+                + [("biased_mean_every3_window4", "ModernBertForMaskedLM", "sdpa")]
+                + [pytest.param("biased_mean_every3_window4", arch, "sdpa", marks=pytest.mark.slow)
+                   for arch in ARCHITECTURES[1:]])
 
 
 @pytest.mark.parametrize("name, architecture, implementation", IMPORT_CASES)
@@ -276,10 +279,12 @@ def test_a_converted_dir_keeps_its_tokenizer_json_for_init_from(tmp_path):
 # ------------------------------------------------------------- fine-tune and embed end to end
 
 
+@pytest.mark.slow
 def test_finetune_from_a_modernbert_dir_then_predict_and_embed(tmp_path):
     """`bertlab finetune --config.init_from=DIR` on a ModernBERT directory (random MLM weights,
     its own tokenizer.json): a short SST-2 run, then the export predicts what training scored
-    and the backbone embeds sentences."""
+    and the backbone embeds sentences (about a minute on 2 busy cores; the short version is
+    test_load_pretrained_and_init_from_take_a_modernbert_dir)."""
     from bertlab import inference
     from bertlab.checkpoints import init_from
     from bertlab.train import finetune, task_data
