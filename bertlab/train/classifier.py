@@ -122,15 +122,18 @@ def check_same_shapes(expected, given) -> None:
 
 
 def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
-                            frozen: Sequence[str] = ()
+                            frozen: Sequence[str] = (), num_layers: int = 0
                             ) -> tuple[optax.GradientTransformation, Callable]:
     """bertlab.train.optimizer's recipe by name (`adam` is the tutorials' constant-rate Adam).
-    Groups in `frozen` get no optimizer state and zero updates (the train step also keeps them
-    bit for bit)."""
+    optimizer.layer_decay < 1 scales each parameter's step by its depth among the backbone's
+    `num_layers` encoder layers (optimizer.layer_decay_scale). Groups in `frozen` get no
+    optimizer state and zero updates (the train step also keeps them bit for bit)."""
     tx, schedule = optimizer_lib.make_optimizer(
         opt.name, lr=opt.lr, warmup_steps=warmup_steps, num_steps=num_steps,
         weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2, eps=opt.eps,
         clip_norm=opt.clip_norm)
+    if opt.layer_decay != 1.0:
+        tx = optax.chain(tx, optimizer_lib.scale_by_layer_decay(num_layers, opt.layer_decay))
     if frozen:
         frozen = tuple(frozen)
         labels = lambda params: {name: jax.tree_util.tree_map(
@@ -138,3 +141,59 @@ def make_finetune_optimizer(opt, *, num_steps: int, warmup_steps: int,
             for name, value in params.items()}
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule
+
+
+# --------------------------------------------------------------------------------------------
+# Class weights (train.class_weights): the per-class factor of the classification loss.
+# --------------------------------------------------------------------------------------------
+
+def parse_class_weights(value: str) -> str | tuple[float, ...]:
+    """train.class_weights as written: "" (none), "balanced", or explicit "1.0,3.0" (one
+    positive number per class, in label-id order)."""
+    value = str(value).strip()
+    if value in ("", "balanced"):
+        return value
+    try:
+        weights = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise TrainConfigError(f"train.class_weights={value!r} is not '', 'balanced' nor "
+                               "comma-separated numbers (one per class, e.g. 1.0,3.0)") from None
+    if not all(np.isfinite(w) and w > 0 for w in weights):
+        raise TrainConfigError(f"train.class_weights={value!r}: every weight must be a positive "
+                               "finite number")
+    return weights
+
+
+def check_class_weights(value: str, *, regression: bool, num_labels: int | None) -> None:
+    """Refuses class weights a task cannot take; num_labels None = not known before the data
+    is read (a table without table.label_names): the count is checked after loading."""
+    weights = parse_class_weights(value)
+    if weights and regression:
+        raise TrainConfigError(f"train.class_weights={value!r} applies only to classification; "
+                               "this task is a regression (one output, MSE loss)")
+    if isinstance(weights, tuple) and num_labels is not None and len(weights) != num_labels:
+        raise TrainConfigError(f"train.class_weights={value!r} has {len(weights)} weight(s) for "
+                               f"{num_labels} classes (give one per class, in label-id order)")
+
+
+def balanced_class_weights(labels: np.ndarray, num_labels: int) -> tuple[float, ...]:
+    """n_samples / (n_classes * count_c) per class c, scikit-learn's "balanced"
+    (compute_class_weight): every class then carries the same total weight, n / n_classes."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_labels)
+    if np.any(counts == 0):
+        missing = [int(c) for c in np.flatnonzero(counts == 0)]
+        raise TrainConfigError(f"train.class_weights='balanced': class(es) {missing} have no "
+                               "training example; give explicit weights instead")
+    return tuple(float(len(labels) / (num_labels * count)) for count in counts)
+
+
+def class_weights_for(value: str, spec, train_labels: np.ndarray) -> tuple[float, ...] | None:
+    """The class weights of a run from train.class_weights and its (subsampled) training
+    labels; None when the loss is unweighted."""
+    check_class_weights(value, regression=spec.is_regression, num_labels=spec.num_labels)
+    weights = parse_class_weights(value)
+    if weights == "":
+        return None
+    if weights == "balanced":
+        return balanced_class_weights(train_labels, spec.num_labels)
+    return weights

@@ -1,4 +1,5 @@
-"""Pretraining losses as weighted SUMS plus their denominators.
+"""Pretraining losses as weighted SUMS plus their denominators, and the per-example weights of
+the fine-tuning loss (class weighting).
 
 Returning sums (not means) lets gradient accumulation and multi-batch evaluation divide once by
 the total over all micro-batches, so k micro-batches give exactly the loss of one big batch.
@@ -46,3 +47,26 @@ def mean_losses(sums: dict) -> dict:
     nsp = (sums["nsp_loss_sum"] / jnp.maximum(sums["nsp_weight"], 1.0)
            if "nsp_loss_sum" in sums else jnp.zeros((), jnp.float32))
     return {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp}
+
+
+def classification_weights(labels: jax.Array, example_weights: jax.Array,
+                           class_weights: tuple[float, ...] | None) -> jax.Array:
+    """The weight of each example in the fine-tuning loss (B,): its example weight (0 on rows
+    that pad a batch or fill a packed slot) times the weight of its gold class, when class
+    weights are given (train.class_weights; regression has none)."""
+    weights = example_weights.astype(jnp.float32)  # (B,)
+    if class_weights is None:
+        return weights
+    table = jnp.asarray(class_weights, jnp.float32)  # (num_labels,)
+    return weights * table[labels.astype(jnp.int32)]
+
+
+def weighted_mean_denominator(weights: jax.Array) -> jax.Array:
+    """sum(weights), or 1 for a batch without a real example (its loss sum is 0 too).
+
+    The loss is sum(w_i * loss_i) / sum(w_i) over the batch's real examples, what torch's
+    CrossEntropyLoss(weight=w) computes with reduction="mean": with class weights a batch of
+    only rare-class examples is not louder than any other batch, only the rare class counts more
+    within a batch. Without class weights this is the plain mean over real examples."""
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, total, 1.0)

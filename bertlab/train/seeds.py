@@ -9,7 +9,6 @@ as study reports do, so a single seed has no standard deviation (None) in both.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from typing import Callable, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from bertlab.checkpoints import init_from as init_from_lib
 from bertlab.data.tasks.registry import TaskSpec
 from bertlab.lab import stats
+from bertlab.train import selection
 
 RESULT_FILE = "result.json"
 # A backbone whose mean-pooled outputs of different texts all have cosine above this is collapsed.
@@ -65,21 +65,21 @@ def spread(values: Sequence[float]) -> dict:
 
 def primary(metrics: dict, spec: TaskSpec) -> float:
     """The task's primary metric, -inf when missing or not finite (never the best)."""
-    value = metrics.get(spec.metric, float("nan"))
-    return value if math.isfinite(value) else -math.inf
+    return selection.rank(metrics, spec.metric)
 
 
-def summarize(spec: TaskSpec, results: Sequence[dict]) -> dict:
+def summarize(spec: TaskSpec, results: Sequence[dict], metric: str | None = None) -> dict:
     """summary.json: each metric's spread over seeds (eval at each seed's best epoch, and test),
-    and the seed with the best primary eval metric (what evaluate / predict load by default)."""
-    summary = {"task": spec.name, "metric": spec.metric, "seeds": [r["seed"] for r in results],
+    and the seed with the best eval `metric` (train.select_metric, resolved; None = the task's
+    primary metric), the earlier seed on a tie: what evaluate / predict load by default."""
+    metric = metric or spec.metric
+    summary = {"task": spec.name, "metric": metric, "seeds": [r["seed"] for r in results],
                "per_seed": {str(r["seed"]): r for r in results}}
     for part in ("eval", "test"):
         rows = [r[part] for r in results if r.get(part)]
         if rows:
             summary[part] = {name: spread([row[name] for row in rows]) for name in rows[0]}
-    best = max(results, key=lambda r: primary(r["eval"] or {}, spec))
-    summary["best_seed"] = best["seed"]
+    summary["best_seed"] = selection.best_of(list(results), metric)["seed"]
     return summary
 
 

@@ -107,10 +107,17 @@ def _zeros_like_sums(with_nsp: bool) -> dict:
     return {name: jnp.zeros((), jnp.float32) for name in names}
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskFn,
-               schedule: Callable, grad_accum_steps: int, with_nsp: bool
-               ) -> tuple[TrainState, dict]:
-    """One optimizer update on `batch` (B sequences, split into grad_accum_steps micro-batches)."""
+def train_step(state: TrainState, batch: dict, rng: jax.Array, progress: jax.Array | None = None,
+               *, mask_fn: MaskFn, schedule: Callable, grad_accum_steps: int, with_nsp: bool,
+               skip_empty_micro_batches: bool = False) -> tuple[TrainState, dict]:
+    """One optimizer update on `batch` (B sequences, split into grad_accum_steps micro-batches).
+
+    `progress` (a float scalar from the host, or None): with a time budget the fraction of it
+    spent; the rate is then schedule(progress) and multiplies the update of an optimizer built
+    with rate_in_step (whose own rate is 1), so the step compiles once whatever the clock says.
+    None: the optimizer's own step schedule. skip_empty_micro_batches (the batch-size ramp,
+    bertlab.train.budget): a micro-batch whose example_weights are all 0 costs no forward or
+    backward pass (lax.cond), so an update over k of the K micro-batches costs k."""
     rng = jax.random.fold_in(rng, state.step)
     mask_rng, dropout_rng = jax.random.split(rng)
     # Masking the whole batch first makes k micro-batches see exactly the big batch's targets.
@@ -140,10 +147,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskF
     def accumulate(carry, xs):
         grads_total, sums_total = carry
         index, micro_inputs = xs
-        grads, sums = jax.grad(micro_loss, has_aux=True)(
-            state.params, micro_inputs, jax.random.fold_in(dropout_rng, index))
-        add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
-        return (add(grads_total, grads), add(sums_total, sums)), None
+
+        def run(_):
+            grads, sums = jax.grad(micro_loss, has_aux=True)(
+                state.params, micro_inputs, jax.random.fold_in(dropout_rng, index))
+            add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+            return add(grads_total, grads), add(sums_total, sums)
+
+        if not skip_empty_micro_batches:
+            return run(None), None
+        active = jnp.sum(micro_inputs["example_weights"]) > 0
+        return jax.lax.cond(active, run, lambda _: (grads_total, sums_total), None), None
 
     zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
     (grads, sums), _ = jax.lax.scan(accumulate, (zero_grads, _zeros_like_sums(with_nsp)),
@@ -153,8 +167,21 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskF
     if with_nsp:
         metrics["nsp_accuracy"] = sums["nsp_correct"] / jnp.maximum(sums["nsp_weight"], 1.0)
     metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["learning_rate"] = schedule(state.step)
-    return state.apply_gradients(grads=grads), metrics
+    if progress is None:
+        metrics["learning_rate"] = schedule(state.step)
+        return state.apply_gradients(grads=grads), metrics
+    rate = schedule(progress)
+    metrics["learning_rate"] = rate
+    return apply_gradients_at_rate(state, grads, rate), metrics
+
+
+def apply_gradients_at_rate(state: TrainState, grads, rate: jax.Array) -> TrainState:
+    """state.apply_gradients with the optimizer's update (rate 1) multiplied by `rate`: the rate
+    is the last linear stage of every optimizer here, so this is the same update."""
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: (rate * u).astype(u.dtype), updates)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
 
 
 def eval_step(state: TrainState, batch: dict, rng: jax.Array, *, mask_fn: MaskFn,
@@ -181,10 +208,11 @@ def eval_metrics(sums: dict) -> dict:
 
 
 def jit_train_step(*, mask_fn: MaskFn, schedule: Callable, grad_accum_steps: int,
-                   with_nsp: bool, mesh) -> Callable:
+                   with_nsp: bool, mesh, skip_empty_micro_batches: bool = False) -> Callable:
     """train_step with its settings bound, compiled once; the state is donated (reused in place)."""
     step = functools.partial(train_step, mask_fn=mask_fn, schedule=schedule,
-                             grad_accum_steps=grad_accum_steps, with_nsp=with_nsp)
+                             grad_accum_steps=grad_accum_steps, with_nsp=with_nsp,
+                             skip_empty_micro_batches=skip_empty_micro_batches)
     return jax.jit(step, donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
 
 
@@ -213,31 +241,71 @@ def _frozen_apart(params: dict, frozen: tuple[str, ...]) -> dict:
 
 
 def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, schedule: Callable,
-                        regression: bool, frozen: tuple[str, ...] = ()
-                        ) -> tuple[TrainState, dict]:
+                        regression: bool, frozen: tuple[str, ...] = (),
+                        class_weights: tuple[float, ...] | None = None,
+                        grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
     """One update on a batch of `token_ids`, `segment_ids`, `attention_mask` (B, T), `labels` (B,)
     and `example_weights` (B,) (0 on the rows that pad an epoch's last batch). A packed batch
     (bertlab.data.packing.pack_batch) has rows (R, T) and labels / example_weights (K,); the
     loss and the logits (K, num_labels) are then per slot, in input order.
 
-    The loss is the weighted mean over real rows. `frozen` names top-level parameter groups
-    (e.g. ("bert",)) that are returned exactly as they came in, bit for bit; the optimizer must
-    also leave them out (bertlab.train.finetune.make_finetune_optimizer does). Metrics carry the
-    logits so the loop can score the training epoch with the task's own metrics."""
+    The loss is the weighted mean over real rows, each row weighted by its gold class's entry of
+    `class_weights` when given (bertlab.train.losses.classification_weights). With
+    grad_accum_steps = k > 1 the batch is split into k micro-batches (row j*k + i goes to
+    micro-batch i, as the MLM step does; a packed batch's R rows are split into k groups of R/k
+    rows, each micro-batch the examples packed in its group) whose gradients are summed, each
+    micro-batch's loss divided by the WHOLE batch's weight, so the update is the one-batch
+    update (B stays the examples per update).
+
+    `frozen` names top-level parameter groups (e.g. ("bert",)) that are returned exactly as they
+    came in, bit for bit; the optimizer must also leave them out
+    (bertlab.train.classifier.make_finetune_optimizer does). Metrics carry the logits so the
+    loop can score the training epoch with the task's own metrics."""
     dropout_rng = jax.random.fold_in(rng, state.step)
-    weights = batch["example_weights"].astype(jnp.float32)  # (B,)
-    denominator = jnp.maximum(jnp.sum(weights), 1.0)
+    weights = losses.classification_weights(batch["labels"], batch["example_weights"],
+                                            class_weights)  # (B,)
+    denominator = losses.weighted_mean_denominator(weights)
 
-    def loss_fn(params):
+    def loss_fn(params, inputs, micro_rng):
         params = _frozen_apart(params, frozen) if frozen else params
-        logits = state.apply_fn({"params": params}, batch["token_ids"], batch["segment_ids"],
-                                batch["attention_mask"], deterministic=False,
-                                rngs={"dropout": dropout_rng},
-                                **packed_model_inputs(batch))  # (B or K, num_labels)
-        per_example = classification_losses(logits, batch["labels"], regression=regression)
-        return jnp.sum(per_example * weights) / denominator, logits
+        logits = state.apply_fn({"params": params}, inputs["token_ids"], inputs["segment_ids"],
+                                inputs["attention_mask"], deterministic=False,
+                                rngs={"dropout": micro_rng},
+                                **packed_model_inputs(inputs))  # (B or K, num_labels)
+        per_example = classification_losses(logits, inputs["labels"], regression=regression)
+        return jnp.sum(per_example * inputs["loss_weights"]) / denominator, logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    inputs = {**batch, "loss_weights": weights}
+    k = grad_accum_steps
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    if k == 1:
+        (loss, logits), grads = grad_fn(state.params, inputs, dropout_rng)
+    elif packed_model_inputs(batch):
+        (grads, loss, logits), _ = jax.lax.scan(
+            lambda carry, xs: _packed_micro_step(grad_fn, state.params, dropout_rng, inputs,
+                                                 carry, xs),
+            (zero_grads, jnp.zeros((), jnp.float32),
+             jnp.zeros(batch["labels"].shape + state.params["classifier"]["kernel"].shape[-1:],
+                       jnp.float32)),  # (K, num_labels)
+            (jnp.arange(k), _packed_row_groups(inputs, k)))
+    else:
+        micro = jax.tree_util.tree_map(
+            lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1),
+            inputs)  # (k, B/k, ...)
+
+        def accumulate(carry, xs):
+            grads_total, loss_total = carry
+            index, micro_inputs = xs
+            (loss, logits), grads = grad_fn(state.params, micro_inputs,
+                                            jax.random.fold_in(dropout_rng, index))
+            grads_total = jax.tree_util.tree_map(jnp.add, grads_total, grads)
+            return (grads_total, loss_total + loss), logits
+
+        (grads, loss), logits = jax.lax.scan(
+            accumulate, (zero_grads, jnp.zeros((), jnp.float32)), (jnp.arange(k), micro))
+        # (k, B/k, C) -> (B/k, k, C) -> (B, C): row j*k + i back in its place
+        logits = logits.swapaxes(0, 1).reshape((-1,) + logits.shape[2:])
     new_state = state.apply_gradients(grads=grads)
     if frozen:
         new_state = new_state.replace(params={**new_state.params,
@@ -245,6 +313,38 @@ def classify_train_step(state: TrainState, batch: dict, rng: jax.Array, *, sched
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
                "learning_rate": schedule(state.step), "logits": logits}
     return new_state, metrics
+
+
+# Packed rows (R, T) that a packed micro-batch takes a slice of; the other keys are per slot (K,).
+PACKED_ROW_KEYS = ("token_ids", "segment_ids", "attention_mask", "example_ids", "positions")
+
+
+def _packed_row_groups(inputs: dict, k: int) -> dict:
+    """The packed rows as k groups of R/k consecutive rows: (k, R/k, T) per row key. An
+    example lies within one row, so each group holds whole examples."""
+    rows = inputs["token_ids"].shape[0]
+    if rows % k:
+        raise ValueError(f"classify_train_step: a packed batch of {rows} rows does not split "
+                         f"into grad_accum_steps={k} micro-batches; plan R as a multiple of k")
+    return {key: inputs[key].reshape((k, rows // k) + inputs[key].shape[1:])  # (k, R/k, T)
+            for key in PACKED_ROW_KEYS}
+
+
+def _packed_micro_step(grad_fn, params, dropout_rng, inputs: dict, carry, xs):
+    """Micro-batch `index` of a packed batch: its group of rows with every slot (K,) kept; a
+    slot packed in another group weighs 0 here and points its [CLS] at token 0 (finite, unused),
+    so each example counts in exactly one micro-batch and its logits come from there."""
+    grads_total, loss_total, logits_total = carry
+    index, rows = xs
+    group_tokens = rows["token_ids"].size  # (R/k) * T flat positions per group
+    mine = inputs["cls_index"] // group_tokens == index  # (K,)
+    micro = {**inputs, **rows,
+             "cls_index": jnp.where(mine, inputs["cls_index"] - index * group_tokens, 0),
+             "loss_weights": jnp.where(mine, inputs["loss_weights"], 0.0)}
+    (loss, logits), grads = grad_fn(params, micro, jax.random.fold_in(dropout_rng, index))
+    grads_total = jax.tree_util.tree_map(jnp.add, grads_total, grads)
+    logits_total = logits_total + jnp.where(mine[:, None], logits.astype(jnp.float32), 0.0)
+    return (grads_total, loss_total + loss, logits_total), None
 
 
 def classify_eval_step(state: TrainState, batch: dict) -> dict:
@@ -260,10 +360,13 @@ def classify_eval_step(state: TrainState, batch: dict) -> dict:
 
 
 def jit_classify_train_step(*, schedule: Callable, regression: bool, frozen: tuple[str, ...],
-                            mesh) -> Callable:
+                            mesh, class_weights: tuple[float, ...] | None = None,
+                            grad_accum_steps: int = 1) -> Callable:
     """classify_train_step with its settings bound, compiled once; the state is donated."""
-    step = functools.partial(classify_train_step, schedule=schedule, regression=regression,
-                             frozen=tuple(frozen))
+    step = functools.partial(
+        classify_train_step, schedule=schedule, regression=regression, frozen=tuple(frozen),
+        class_weights=None if class_weights is None else tuple(float(w) for w in class_weights),
+        grad_accum_steps=int(grad_accum_steps))
     return jax.jit(step, donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
 
 
