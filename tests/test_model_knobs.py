@@ -54,6 +54,7 @@ def leaves(params) -> set[str]:
     ({"attention_bias": "no"}, "attention_bias must be True or False"),
     ({"first_layer_attention_norm": False}, "first_layer_attention_norm=False is a pre-LN knob"),
     ({"local_rotary_theta": 100.0}, "local_rotary_theta is a rotary knob"),
+    ({"local_rotary_theta": 100.0, "position_embedding": "rotary"}, "local_window=0 makes every"),
     ({"pooler": "max"}, "pooler='max' is not one of tanh, transform"),
     ({"classifier_pooling": "max"}, "classifier_pooling='max' is not one of cls, mean"),
     ({"head_activation": "geglu"}, "head_activation='geglu' is not one of gelu, gelu_tanh, relu"),

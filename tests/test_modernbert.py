@@ -148,6 +148,10 @@ def test_config_mapping_by_hand():
     swiglu = modernbert.config_from_modernbert(hf_config("swiglu_untied_every2_window4").to_dict())
     assert (swiglu.activation, swiglu.head_activation, swiglu.tie_embeddings,
             swiglu.decoder_bias, swiglu.local_rotary_theta) == ("swiglu", "relu", False, False, None)
+    all_global = modernbert.config_from_modernbert(
+        hf_config("biased_mean_every3_window4", global_attn_every_n_layers=1).to_dict())
+    assert (all_global.local_window, all_global.global_every, all_global.local_rotary_theta) == \
+        (0, 1, None)
     with pytest.raises(ConfigError, match="hidden_activation='tanh'"):
         modernbert.config_from_modernbert(hf_config("biasless_every2_window8",
                                                     hidden_activation="tanh").to_dict())

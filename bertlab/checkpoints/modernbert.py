@@ -87,6 +87,7 @@ def config_from_modernbert(values: Mapping[str, Any], source: str = "config.json
         raise ConfigError(f"{source}: rope_scaling={scaling!r} is not supported (default rope only)")
     every = int(get("global_attn_every_n_layers", 3))
     window = int(get("local_attention", 128)) // 2 * 2  # transformers uses local_attention // 2
+    local = every > 1 and window > 0
     global_theta = float(get("global_rope_theta", 160000.0))
     local_theta = values.get("local_rope_theta")
     mlp_dropout = float(get("mlp_dropout", 0.0))
@@ -105,9 +106,9 @@ def config_from_modernbert(values: Mapping[str, Any], source: str = "config.json
         attention_bias=bool(get("attention_bias", False)), mlp_bias=bool(get("mlp_bias", False)),
         head_bias=bool(get("classifier_bias", False)), decoder_bias=bool(get("decoder_bias", True)),
         embedding_norm=True, first_layer_attention_norm=False,
-        local_window=window if every > 1 else 0, global_every=every if window > 0 else 1,
+        local_window=window if local else 0, global_every=every if local else 1,
         rotary_theta=global_theta,
-        local_rotary_theta=None if local_theta is None or every == 1 else float(local_theta),
+        local_rotary_theta=float(local_theta) if local and local_theta is not None else None,
         pooler="transform", classifier_pooling=get("classifier_pooling", "cls"),
         head_activation=FROM_HEAD_ACTIVATION[head_act],
     )

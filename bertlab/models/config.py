@@ -131,6 +131,9 @@ class BertConfig:
         if self.local_rotary_theta is not None and self.position_embedding != "rotary":
             raise ConfigError(f"BertConfig.local_rotary_theta is a rotary knob, but "
                               f"position_embedding={self.position_embedding!r}")
+        if self.local_rotary_theta is not None and not self.local_window:
+            raise ConfigError("BertConfig.local_rotary_theta applies to local layers, but "
+                              "local_window=0 makes every layer global")
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"BertConfig.hidden_size={self.hidden_size} is not divisible by "
                               f"num_heads={self.num_heads}")
