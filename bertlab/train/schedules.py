@@ -75,3 +75,46 @@ def constant(peak_lr: float, warmup_steps: int, num_steps: int | None = None) ->
         return peak_lr * jnp.clip(step / warmup_steps, 0.0, 1.0)
 
     return schedule
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules over the progress of a time budget (train.budget_minutes).
+# --------------------------------------------------------------------------------------------
+
+# The step schedule each optimizer uses (bertlab.train.optimizer), and so its budget shape.
+SHAPES = ("triangular", "bert", "constant")
+
+
+def of_progress(shape: str, peak_lr: float, warmup_fraction: float, *,
+                warmup_from: float = 0.0) -> Schedule:
+    """`progress -> lr` with progress = the fraction of the time budget spent, in [0, 1].
+
+    The same three shapes as the step schedules with T = 1 and W = warmup_fraction, because a
+    budgeted run does not know its step count in advance (cramming, Geiping & Goldstein 2022;
+    academic-budget-bert, Izsak et al. 2021: the schedule follows the clock). The host measures
+    the progress and passes it to the step as a scalar, so the step compiles once.
+    `warmup_from` is the rate at progress 0 as a fraction of the peak: cramming's budget-triangle2
+    rises from 0.25 x peak to the peak at 75 % of the budget, then falls to 0
+    (warmup_fraction=0.75, warmup_from=0.25)."""
+    if shape not in SHAPES:
+        raise ValueError(f"schedule: unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"schedule: warmup_fraction={warmup_fraction} must lie in [0, 1)")
+    if not 0.0 <= warmup_from <= 1.0:
+        raise ValueError(f"schedule: warmup_from={warmup_from} must lie in [0, 1]")
+    if peak_lr < 0:
+        raise ValueError(f"schedule: the peak learning rate must be >= 0, got {peak_lr}")
+    w = float(warmup_fraction)
+
+    def schedule(progress):
+        p = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
+        warm = warmup_from + (1.0 - warmup_from) * p / max(w, 1e-12)
+        if shape == "triangular":
+            after = (1.0 - p) / (1.0 - w)
+        elif shape == "bert":
+            after = 1.0 - p
+        else:
+            after = jnp.ones_like(p)
+        return peak_lr * jnp.where(p < w, warm, after)
+
+    return schedule
