@@ -25,3 +25,12 @@ def write_text(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def chmod_like_new_file(path: str | os.PathLike) -> None:
+    """Gives a file the mode a plain open() would have (0666 less the umask): writers that go
+    through a private temporary file (safetensors' save_file) leave it 0600, which other users
+    of a shared model directory cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -36,12 +36,15 @@ def save_bertlab(directory: str | os.PathLike, config: BertConfig, params: Mappi
     from flax.traverse_util import flatten_dict
     from safetensors.numpy import save_file
 
+    from bertlab.files import chmod_like_new_file
+
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {"/".join(path): np.ascontiguousarray(np.asarray(leaf))
                for path, leaf in flatten_dict(dict(params)).items()}
     save_file(tensors, str(directory / PARAMS_FILE),
               metadata={"format": FORMAT, "format_version": FORMAT_VERSION})
+    chmod_like_new_file(directory / PARAMS_FILE)  # save_file leaves it 0600
     (directory / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     if vocab_path is not None and pathlib.Path(vocab_path).resolve() != (directory / VOCAB_FILE).resolve():
         shutil.copyfile(vocab_path, directory / VOCAB_FILE)

@@ -369,6 +369,8 @@ def save_hf(directory: str | os.PathLike, config: BertConfig, params: Mapping,
         tensors = {name.removeprefix("bert."): value for name, value in tensors.items()}
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    from bertlab.files import chmod_like_new_file
+    chmod_like_new_file(directory / "model.safetensors")  # save_file leaves it 0600
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     if vocab_path is not None:
         shutil.copyfile(vocab_path, directory / "vocab.txt")

@@ -14,6 +14,12 @@ vocab.txt, casing), so the loop, `embed` and `similarity` never ask what kind of
 The vocabulary always travels with the weights: a path without its vocab.txt is an error that
 says where it was looked for, never a silent fallback to some default vocabulary.
 
+Every backbone carries its provenance (`Backbone.provenance`): the path, its kind, the
+checkpoint step of a pretraining workdir (the newest that reads: a damaged latest checkpoint is
+moved aside as in a resume, bertlab.checkpoints.training_state.restore_params) and `sha256`, a
+hash of the weights themselves (params_sha256). A fine-tuning workdir records it, so seeds
+added later are refused when the same path now holds other weights (more pretraining since).
+
 The export (`model/` of a fine-tuning run) is the checkpoint package's own directory layout
 (bertlab.checkpoints.bertlab_format: config.json = the BertConfig, params.safetensors = the whole
 BertForSequenceClassification tree keyed by path, vocab.txt), so `bertlab convert` and
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -61,6 +68,7 @@ class Backbone:
     lower_case: bool
     kind: str      # export | finetune | pretrain | huggingface | google
     source: str    # the path it was read from
+    provenance: dict = dataclasses.field(default_factory=dict)  # source, kind, step, sha256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +232,10 @@ def resolve_backbone(path: str) -> Backbone:
         raise InitFromError("init_from is empty: give a checkpoint path, or set "
                             "model.from_scratch=True")
     path = os.path.abspath(os.path.expanduser(path))
+    return with_provenance(_resolve_backbone(path))
+
+
+def _resolve_backbone(path: str) -> Backbone:
     from bertlab.checkpoints import modernbert
     if modernbert.is_modernbert_dir(path):  # config.json model_type "modernbert"
         return modernbert.load_backbone(path)
@@ -237,10 +249,46 @@ def resolve_backbone(path: str) -> Backbone:
     return _imported_backbone(path, kind)
 
 
+def params_sha256(params: Any) -> str:
+    """sha256 over every array of a params tree: its path, dtype, shape and bytes, in sorted
+    path order. Equal for equal weights however they were stored (safetensors, orbax, a TF
+    checkpoint), different for any changed value."""
+    from flax.traverse_util import flatten_dict
+
+    digest = hashlib.sha256()
+    for path, leaf in sorted(flatten_dict(dict(params)).items()):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update("/".join(map(str, path)).encode())
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def with_provenance(backbone: Backbone) -> Backbone:
+    """The backbone with its provenance record filled in (the hash of its weights added)."""
+    record = {"source": backbone.source, "kind": backbone.kind,
+              "step": backbone.provenance.get("step"),
+              "sha256": params_sha256(backbone.params)}
+    return dataclasses.replace(backbone, provenance=record)
+
+
+def describe_provenance(record: Mapping[str, Any]) -> str:
+    """'PATH (step 400, weights sha256 1a2b3c4d5e6f)' for messages."""
+    step = f"step {record['step']}, " if record.get("step") is not None else ""
+    return f"{record.get('source')} ({step}weights sha256 {str(record.get('sha256'))[:12]})"
+
+
 def load_pretrained_workdir(workdir: str) -> tuple[BertConfig, Any, str]:
     """(model config, params, vocab path) of a pretraining workdir's latest checkpoint: params is
     the whole BertForPreTraining tree as numpy arrays (the backbone is params["bert"]); the
     casing it was trained with is in the checkpoint meta ("lower_case")."""
+    config, params, vocab_path, _ = _read_pretrained_workdir(workdir)
+    return config, params, vocab_path
+
+
+def _read_pretrained_workdir(workdir: str) -> tuple[BertConfig, Any, str, dict]:
+    """load_pretrained_workdir's three and the meta of the checkpoint read (the newest that
+    reads: restore_params falls back past a damaged one)."""
     from bertlab.checkpoints import training_state as state
     from bertlab.models.config import config_from_dict
 
@@ -252,25 +300,24 @@ def load_pretrained_workdir(workdir: str) -> tuple[BertConfig, Any, str]:
     vocab_path = os.path.join(os.path.abspath(workdir), VOCAB_FILE)
     if not os.path.exists(vocab_path):
         raise state.CheckpointError(f"{vocab_path}: missing; the workdir is incomplete")
-    return config, params, vocab_path
+    return config, params, vocab_path, meta
 
 
 def _pretrain_backbone(path: str) -> Backbone:
+    """The latest checkpoint that reads; its meta (the same checkpoint's) gives the casing and
+    the step recorded as provenance."""
     from bertlab.checkpoints import training_state as state
 
     try:
-        config, params, vocab_path = load_pretrained_workdir(path)
+        config, params, vocab_path, meta = _read_pretrained_workdir(path)
     except state.CheckpointError as e:
         raise InitFromError(str(e)) from None
-    manager = state.open_manager(path, keep=None, async_save=False, create=False)
-    try:
-        meta = state.read_meta(manager, manager.latest_step())
-    finally:
-        manager.close()
     lower_case = meta.get("lower_case")
     if lower_case is None:
         lower_case = _vocab_lower_case(vocab_path)
-    return Backbone(config, params["bert"], vocab_path, bool(lower_case), "pretrain", path)
+    step = meta.get("step")
+    return Backbone(config, params["bert"], vocab_path, bool(lower_case), "pretrain", path,
+                    provenance={"step": None if step is None else int(step)})
 
 
 def _imported_backbone(path: str, kind: str) -> Backbone:

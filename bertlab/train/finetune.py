@@ -22,7 +22,12 @@ Read top to bottom, a run is:
 
 Workdir layout:
 
-    config.json          the full config (a rerun with another config is refused, seeds aside)
+    .bertlab.lock        held while a run writes here: a second run on the workdir is refused
+    config.json          the full config (a rerun with another config is refused, seeds aside;
+                         seeds added to a finished run: config.pending.json until they finish,
+                         bertlab.run_files)
+    init_from.json       the backbone's provenance: path, checkpoint step, sha256 of its weights
+                         (seeds added later must use the same weights)
     vocab.txt            from_scratch only: the vocabulary learned on the training texts
     summary.json         per-seed metrics, median / mean / min / max / std, the best seed
     curves.png           every seed's loss and task metric per epoch, train and validation
@@ -53,10 +58,12 @@ import jax
 import numpy as np
 import optax
 
+from bertlab import run_files
 from bertlab.checkpoints import init_from as init_from_lib
 from bertlab.data import packing
 from bertlab.data.tasks.metrics import task_metrics
-from bertlab.data.tasks.registry import TaskSpec
+from bertlab.data.tasks.registry import TABLE_TASKS, TASKS, TaskSpec
+from bertlab.data.tasks.table import table_spec
 from bertlab.files import write_json
 from bertlab.inference import round_up, run_eval, score, write_predictions
 from bertlab.models import BertForSequenceClassification
@@ -66,10 +73,13 @@ from bertlab.train import loop
 from bertlab.train import mesh as mesh_lib
 from bertlab.train import optimizer as optimizer_lib
 from bertlab.train import seeds as seeds_lib
+from bertlab.train import selection
 from bertlab.train import steps
-from bertlab.train.classifier import (FROZEN_GROUPS, finetune_model_config, make_finetune_optimizer,
+from bertlab.train.classifier import (FROZEN_GROUPS, check_class_weights, class_weights_for,
+                                      finetune_model_config, make_finetune_optimizer,
                                       make_init_fn, prepare_backbone)
 from bertlab.train.loop import TrainConfigError
+from bertlab.train.model_config import model_config_from
 from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
 from bertlab.train.plots_finetune import CURVES_PLOT, plot_epoch_curves, plot_seed_curves
 from bertlab.train.state import create_train_state
@@ -89,6 +99,21 @@ RERUN_FREE_KEYS = ("train.seed", "train.seeds", "train.log_every")
 PLOT_INTERVAL_SECONDS = 30.0
 DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_fraction or set "
                    "optimizer.clip_norm.")
+PROVENANCE_FILE = "init_from.json"
+# Where each numeric key may lie (loop.check_numbers); a key not named here: finite and >= 0.
+NUMERIC_RANGES = {
+    **{f"model.{key}": loop.AT_LEAST_ONE for key in (
+        "hidden_size", "num_layers", "num_heads", "intermediate_size",
+        "max_position_embeddings")},
+    "model.hidden_dropout": loop.PROBABILITY_BELOW_ONE,
+    "model.attention_dropout": loop.PROBABILITY_BELOW_ONE,
+    "data.max_seq_length": loop.Range(2), "data.batch_size": loop.AT_LEAST_ONE,
+    "data.eval_batch_size": loop.AT_LEAST_ONE, "data.vocab_size": loop.Range(10),
+    "table.dev_fraction": loop.Range(0, 1, True, True),
+    "optimizer.warmup_fraction": loop.FRACTION,
+    "optimizer.b1": loop.PROBABILITY_BELOW_ONE, "optimizer.b2": loop.PROBABILITY_BELOW_ONE,
+    "train.epochs": loop.AT_LEAST_ONE, "train.log_every": loop.AT_LEAST_ONE,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +121,9 @@ DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_fraction or set "
 # --------------------------------------------------------------------------------------------
 
 def check_config(config) -> None:
+    """Value checks that name the key, before anything is read or written: every numeric key in
+    its range, model.variant and (from scratch) the model's shapes, then how keys go together."""
+    loop.check_numbers(config, NUMERIC_RANGES)
     model, data, opt, train = config.model, config.data, config.optimizer, config.train
     if bool(model.init_from) == bool(model.from_scratch):
         raise TrainConfigError(
@@ -129,12 +157,49 @@ def check_config(config) -> None:
                                f"{', '.join(VARIANTS)}")
     if model.from_scratch and data.vocab_size < 10:
         raise TrainConfigError(f"data.vocab_size={data.vocab_size} is too small")
+    if model.from_scratch:  # the shapes (heads dividing the width, ...) before any data is read
+        model_config_from(model, data.vocab_size,
+                          max_position_embeddings=max(512, data.max_seq_length))
     if data.vocab and not model.from_scratch:
         raise TrainConfigError(f"data.vocab={data.vocab!r} applies only with from_scratch "
                                "(model.from_scratch=True; a pretrained backbone brings its own "
                                "vocab.txt)")
     if data.vocab and not os.path.isfile(data.vocab):
         raise TrainConfigError(f"data.vocab={data.vocab!r}: file not found")
+    if opt.grad_accum_steps < 1 or data.batch_size % opt.grad_accum_steps:
+        raise TrainConfigError(f"data.batch_size={data.batch_size} must be a multiple of "
+                               f"optimizer.grad_accum_steps={opt.grad_accum_steps} (>= 1)")
+    if not 0.0 < opt.layer_decay <= 1.0:
+        raise TrainConfigError(f"optimizer.layer_decay={opt.layer_decay} must be in (0, 1] "
+                               "(1.0 = off)")
+    check_task_controls(config, known_spec(config))
+
+
+def known_spec(config) -> TaskSpec | None:
+    """The task's spec as far as the config tells it before any data is read: a registry
+    task's, a table's when its classes are named (or it is a regression), else None."""
+    if config.task not in TABLE_TASKS:
+        return TASKS[config.task]
+    table = config.table
+    names = tuple(n.strip() for n in table.label_names.split(",") if n.strip())
+    if table.regression or len(names) >= 2:
+        return table_spec(config.task, table.text, table.text_pair or None, names,
+                          bool(table.regression))
+    return None
+
+
+def check_task_controls(config, spec: TaskSpec | None) -> None:
+    """train.select_metric and train.class_weights against the task: from known_spec before
+    anything is read, again with the loaded spec (a table's classes come from its data)."""
+    train = config.train
+    if spec is None:  # a classification table of unknown classes: the names, not the count
+        selection.select_metric(train.select_metric, table_spec(config.task, "text", None,
+                                                                ("0", "1"), False))
+        check_class_weights(train.class_weights, regression=False, num_labels=None)
+        return
+    selection.select_metric(train.select_metric, spec)
+    check_class_weights(train.class_weights, regression=spec.is_regression,
+                        num_labels=spec.num_labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,6 +243,7 @@ def prepare(config, workdir: str, *, log=print) -> Prepared:
     backbone = None if config.model.from_scratch else prepare_backbone(config, workdir, None,
                                                                        log=log)
     data = load_data(config)
+    check_task_controls(config, data.spec)
     backbone = backbone or prepare_backbone(config, workdir, data.train, log=log)
     model_config = finetune_model_config(config, backbone)
     seeds_lib.warn_if_collapsed(backbone, data.train.texts, config.model.init_from, log=log)
@@ -193,6 +259,10 @@ def prepare(config, workdir: str, *, log=print) -> Prepared:
 def build_training(prepared: Prepared) -> Training:
     config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
     mesh_lib.check_batch_divides(config.data.batch_size, mesh, what="data.batch_size")
+    accum = config.optimizer.grad_accum_steps
+    if accum > 1 and not config.data.packing:
+        mesh_lib.check_batch_divides(config.data.batch_size // accum, mesh,
+                                     what="data.batch_size / optimizer.grad_accum_steps")
     steps_per_epoch, num_steps, warmup_steps = training_steps(
         len(prepared.train["token_ids"]), config.data.batch_size, config.train.epochs,
         config.optimizer.warmup_fraction)
@@ -200,13 +270,18 @@ def build_training(prepared: Prepared) -> Training:
     model = BertForSequenceClassification(prepared.model_config, num_labels=spec.num_labels,
                                           extra_layers=config.model.extra_layers)
     tx, schedule = make_finetune_optimizer(config.optimizer, num_steps=num_steps,
-                                           warmup_steps=warmup_steps, frozen=frozen)
+                                           warmup_steps=warmup_steps, frozen=frozen,
+                                           num_layers=prepared.model_config.num_layers)
+    class_weights = class_weights_for(config.train.class_weights, spec,
+                                      prepared.train["labels"])
     return Training(
         model=model,
         init=make_init_fn(model, prepared.backbone.params, config.data.max_seq_length, mesh),
         tx=tx,
         train_step=steps.jit_classify_train_step(schedule=schedule, regression=spec.is_regression,
-                                                 frozen=frozen, mesh=mesh),
+                                                 frozen=frozen, mesh=mesh,
+                                                 class_weights=class_weights,
+                                                 grad_accum_steps=accum),
         eval_step=steps.jit_classify_eval_step(mesh=mesh),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps, warmup_steps=warmup_steps,
         eval_batch=round_up(config.data.eval_batch_size, mesh.size))
@@ -234,7 +309,7 @@ def plan_seed_packing(prepared: Prepared, seed: int) -> PackPlan | None:
     return plan_packing(packing.example_lengths(prepared.train["attention_mask"]), batches,
                         examples=batch_size, row_length=prepared.train["token_ids"].shape[1],
                         max_programs=config.data.packing_programs,
-                        multiple=prepared.mesh.size)
+                        multiple=prepared.mesh.size * config.optimizer.grad_accum_steps)
 
 
 def train_epoch(prepared: Prepared, training: Training, state, rng, window: loop.MetricWindow,
@@ -261,7 +336,7 @@ def train_epoch(prepared: Prepared, training: Training, state, rng, window: loop
         parts.append((metrics["logits"], metrics["loss"], rows))
         writer.progress(step)
         if step % config.train.log_every == 0 or index == steps_per_epoch - 1:
-            means = window.close("the best epoch's model/ so far is kept")
+            means = window.close(kept_model(os.path.dirname(writer.path)))
             means["epoch"] = epoch - 1 + (index + 1) / steps_per_epoch
             writer.write(step, "train", means)
             writer.progress(step, loss=f"{means['loss']:.4f}")
@@ -281,6 +356,7 @@ def epoch_train_metrics(spec: TaskSpec, parts: list, labels: np.ndarray) -> dict
 def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str) -> dict:
     """Trains one seed in seed_dir and returns (and writes) its result.json."""
     config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
+    metric = selection.select_metric(config.train.select_metric, spec)  # picks the best epoch
     os.makedirs(seed_dir, exist_ok=True)
     started = time.time()
     num_examples = len(prepared.train["token_ids"])
@@ -312,10 +388,12 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
             writer.write(step, "train_epoch", {"epoch": epoch, **train_result})
             logits, losses = run_eval(training.eval_step, state, prepared.eval,
                                       training.eval_batch, mesh, packed=config.data.packing)
-            eval_result = score(spec, logits, losses, prepared.eval["labels"])
+            eval_result = selection.with_selected(
+                score(spec, logits, losses, prepared.eval["labels"]), metric, spec, logits,
+                prepared.eval["labels"])
             writer.write(step, "eval", {"epoch": epoch, **eval_result})
-            improved = best is None or (seeds_lib.primary(eval_result, spec)
-                                        > seeds_lib.primary(best, spec))
+            # strictly better only: a tie keeps the earlier epoch (bertlab.train.selection)
+            improved = selection.improves(eval_result, best, metric)
             writer.message(f"seed {seed} epoch {epoch}: train loss {train_result['loss']:.4f}, "
                            f"eval loss {eval_result['loss']:.4f}, {_format(eval_result, spec)}"
                            + (" (best)" if improved else ""))
@@ -330,20 +408,22 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
             else:
                 epochs_without_gain += 1
             if time.time() - last_plot >= PLOT_INTERVAL_SECONDS:
-                plot_seed(seed_dir, spec, seed)
+                plot_seed(seed_dir, spec, seed, eval_name=config.data.eval_split)
                 last_plot = time.time()
             if patience and epochs_without_gain >= patience and epoch < config.train.epochs:
                 stopped_early = True
-                writer.message(f"seed {seed}: no better {spec.metric} for {epochs_without_gain} "
+                writer.message(f"seed {seed}: no better {metric} for {epochs_without_gain} "
                                f"epoch(s); stopping early after epoch {epoch}")
                 break
-        plot_seed(seed_dir, spec, seed)
+        plot_seed(seed_dir, spec, seed, eval_name=config.data.eval_split)
         test_result = None
         if prepared.test is not None:
             best_state = state.replace(params=mesh_lib.replicate(best_params, mesh))
             logits, losses = run_eval(training.eval_step, best_state, prepared.test,
                                       training.eval_batch, mesh, packed=config.data.packing)
-            test_result = score(spec, logits, losses, prepared.test["labels"])
+            test_result = selection.with_selected(
+                score(spec, logits, losses, prepared.test["labels"]), metric, spec, logits,
+                prepared.test["labels"])
             writer.write(step, "test", {"epoch": best_epoch, **test_result})
             writer.message(f"seed {seed} test (epoch {best_epoch} weights): "
                            f"{_format(test_result, spec)}")
@@ -358,9 +438,17 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
     return result
 
 
-def plot_seed(seed_dir: str, spec: TaskSpec, seed: int) -> None:
+def kept_model(seed_dir: str) -> str:
+    """What survives a stop for a non-finite loss: the best epoch's export, if one was written."""
+    if os.path.isdir(os.path.join(seed_dir, MODEL_DIR)):
+        return "the best epoch's model/ so far is kept"
+    return "no model/ was written (no epoch finished)"
+
+
+def plot_seed(seed_dir: str, spec: TaskSpec, seed: int, *, eval_name: str = "validation"
+              ) -> None:
     plot_epoch_curves(os.path.join(seed_dir, METRICS_FILE), os.path.join(seed_dir, CURVES_PLOT),
-                      metric=spec.metric, title=f"{spec.name} seed {seed}")
+                      metric=spec.metric, title=f"{spec.name} seed {seed}", eval_name=eval_name)
 
 
 def save_model(directory: str, prepared: Prepared, params, meta: dict) -> str:
@@ -370,22 +458,54 @@ def save_model(directory: str, prepared: Prepared, params, meta: dict) -> str:
         vocab_path=prepared.backbone.vocab_path, lower_case=prepared.backbone.lower_case,
         spec=prepared.data.spec, extra_layers=config.model.extra_layers,
         max_seq_length=config.data.max_seq_length, data=prepared.data.record,
-        meta={**meta, "init_from": config.model.init_from or "from_scratch"})
+        meta={**meta, "init_from": config.model.init_from or "from_scratch",
+              "backbone": prepared.backbone.provenance})
 
 
 # --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
+def check_provenance(workdir: str, backbone: init_from_lib.Backbone, *,
+                     is_main: bool = True) -> None:
+    """init_from.json: the backbone the workdir's seeds were fine-tuned from. Written by the
+    first run; a later run (seeds added) whose model.init_from now gives other weights (the
+    pretraining went on, the path was replaced) is refused, naming both."""
+    if not backbone.provenance:
+        return
+    path = os.path.join(workdir, PROVENANCE_FILE)
+    recorded = run_files.read_json(path)
+    if recorded and recorded.get("sha256") != backbone.provenance.get("sha256"):
+        raise TrainConfigError(
+            f"{path}: the seeds in {workdir} were fine-tuned from "
+            f"{init_from_lib.describe_provenance(recorded)}, but model.init_from now gives "
+            f"{init_from_lib.describe_provenance(backbone.provenance)}; use a new --workdir "
+            f"for the other backbone")
+    if not recorded and is_main:
+        _write_json(path, backbone.provenance)
+
+
 def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
     """Fine-tunes per `config` for every seed of train.seeds (or train.seed); returns (and
-    writes) summary.json."""
+    writes) summary.json.
+
+    The config (and, for an existing workdir, its agreement with the config there) is checked
+    before anything is touched; the workdir is then locked until summary.json is written."""
     check_config(config)
-    workdir = loop.open_workdir(workdir)
     config_dict = config.to_dict()
-    loop.check_rerun(workdir, config_dict, free=RERUN_FREE_KEYS)
+    loop.check_rerun(os.path.abspath(os.path.expanduser(workdir)), config_dict,
+                     free=RERUN_FREE_KEYS)
+    is_main = jax.process_index() == 0
+    with loop.workdir_session(workdir, is_main=is_main) as workdir:
+        return _train_and_evaluate(config, config_dict, workdir, is_main=is_main, log=log)
+
+
+def _train_and_evaluate(config, config_dict: dict, workdir: str, *, is_main: bool,
+                        log=print) -> dict:
     prepared = prepare(config, workdir, log=log)
-    loop.write_config(workdir, config_dict)
+    check_provenance(workdir, prepared.backbone, is_main=is_main)
+    run_files.record_start(workdir, config_dict, is_main=is_main, default=loop.json_default,
+                           final_name=SUMMARY_FILE)
     spec, model_config = prepared.data.spec, prepared.model_config
     log(f"{spec.name}: {len(prepared.data.train)} train, {len(prepared.data.eval)} "
         f"{config.data.eval_split} examples; backbone {prepared.backbone.kind} "
@@ -394,11 +514,14 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
     training = build_training(prepared)
     results = seeds_lib.run_seeds(seeds_lib.seeds_of(config.train), workdir,
                                   functools.partial(train_seed, prepared, training), log=log)
-    summary = seeds_lib.summarize(spec, results)
-    _write_json(os.path.join(workdir, SUMMARY_FILE), summary)
+    summary = seeds_lib.summarize(spec, results,
+                                  metric=selection.select_metric(config.train.select_metric, spec))
+    run_files.record_finish(workdir, summary, is_main=is_main, default=init_from_lib.json_default,
+                            final_name=SUMMARY_FILE)
     plot_seed_curves([os.path.join(workdir, f"seed_{r['seed']}", METRICS_FILE) for r in results],
                      os.path.join(workdir, CURVES_PLOT), metric=spec.metric,
-                     title=f"{spec.name}: {len(results)} seed(s)")
+                     title=f"{spec.name}: {len(results)} seed(s)",
+                     eval_name=config.data.eval_split)
     return summary
 
 
@@ -406,7 +529,8 @@ finetune = train_and_evaluate  # the name commands, sweeps and tests have always
 
 
 def _format(metrics: dict, spec: TaskSpec) -> str:
-    return ", ".join(f"{name} {metrics[name]:.4f}" for name in spec.metrics if name in metrics)
+    names = list(spec.metrics) + [n for n in metrics if n not in spec.metrics and n != "loss"]
+    return ", ".join(f"{name} {metrics[name]:.4f}" for name in names if name in metrics)
 
 
 def _write_json(path: str, value) -> None:

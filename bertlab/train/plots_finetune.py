@@ -32,16 +32,19 @@ def plotted_split(axes, name: str) -> bool:
 
 
 def plot_epoch_curves(metrics_path: str, out_path: str, *, metric: str,
-                      title: str = "") -> str | None:
+                      title: str = "", eval_name: str = "validation") -> str | None:
     """One seed: writes the PNG (atomically) and returns its path; None before the first epoch."""
     title = title or os.path.basename(os.path.dirname(os.path.abspath(metrics_path)))
-    return plot_seed_curves([metrics_path], out_path, metric=metric, title=title)
+    return plot_seed_curves([metrics_path], out_path, metric=metric, title=title,
+                            eval_name=eval_name)
 
 
 def plot_seed_curves(metrics_paths: list[str], out_path: str, *, metric: str,
-                     title: str = "") -> str | None:
-    """Loss (left) and `metric` (right) per epoch, train in blue and validation in orange, one
-    line per seed's metrics.jsonl (several seeds show the spread). None if nothing to plot."""
+                     title: str = "", eval_name: str = "validation") -> str | None:
+    """Loss (left) and `metric` (right) per epoch, train in blue and the evaluated split in
+    orange, labelled by its name (`eval_name`: data.eval_split, e.g. "test" for IMDB, which has
+    no dev split), one line per seed's metrics.jsonl (several seeds show the spread). None if
+    nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -57,7 +60,7 @@ def plot_seed_curves(metrics_paths: list[str], out_path: str, *, metric: str,
         axes = figure.add_subplot(1, 2, index + 1)
         plotted = False
         for split, name, color in (("train_epoch", "train", "tab:blue"),
-                                   ("eval", "validation", "tab:orange")):
+                                   ("eval", eval_name, "tab:orange")):
             for run in runs:
                 epochs, values = _by_epoch(run.get(split, {}), key)
                 if epochs:
