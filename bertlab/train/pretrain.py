@@ -25,16 +25,27 @@ masking and dropout continue the same stream); the data iterator restarts at the
 
 Workdir layout:
 
-    config.json         the full config of the latest (re)start
+    .bertlab.lock       held while a run writes here: a second run on the workdir is refused
+                        (bertlab.workdir_lock)
+    config.json         the full config of the latest (re)start; config.pending.json while a
+                        finished run is trained further (config.json and final_metrics.json
+                        are replaced only when it finishes, bertlab.run_files), the one
+                        replaced kept as config.previous.json
     vocab.txt           the vocabulary (learned here, or a copy of data.vocab)
     data/               shards + meta.json, unless data.prepared points elsewhere
     checkpoints/<step>/ params, opt_state, meta (see bertlab.checkpoints.training_state)
-    metrics.jsonl       one JSON object per log / eval step
+    checkpoints_abandoned/  checkpoints that could not be read on restore, moved aside
+    metrics.jsonl       one JSON object per log / eval step (records after the step a run
+                        resumes from go to metrics.abandoned.jsonl: they are redone)
     tensorboard/        the same scalars as TensorBoard events
     loss.png            train and eval loss against step
     final_metrics.json  what train_and_evaluate returned, once the run reached train.num_steps
                         or train.stop_after; a signal (preemption) leaves none behind, so a
-                        sweep or scheduler sees the stage as unfinished and reruns it to resume
+                        sweep or scheduler sees the stage as unfinished and reruns it to resume.
+                        A rerun of a finished run returns it and writes nothing.
+
+A resume keeps the learning-rate schedule: a train.num_steps other than the one the checkpoints
+were trained for is refused unless train.extend=True.
 """
 
 from __future__ import annotations
@@ -48,27 +59,48 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertlab import run_files
 from bertlab.checkpoints import training_state as checkpoints
 from bertlab.data.pretraining.iterator import BatchIterator
-from bertlab.files import write_json
 from bertlab.models import BertForPreTraining
 from bertlab.models.config import BertConfig, config_to_dict, count_params, flops_per_token
 from bertlab.train import loop
 from bertlab.train import mesh as mesh_lib
+from bertlab.train import budget
 from bertlab.train import optimizer as optimizer_lib
-from bertlab.train import steps
+from bertlab.train import peak_cache
+from bertlab.train import schedules, steps
 from bertlab.train import state as train_state
 from bertlab.train.loop import TrainConfigError
-from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
+from bertlab.train.metric_writer import METRICS_FILE, MetricWriter, read_metrics
 from bertlab.train.model_config import model_config_from
 from bertlab.train.plots import LOSS_PLOT, plot_loss_curve
 from bertlab.train.pretrain_inputs import Inputs, device_tokenizer, prepare_inputs
 
-FINAL_METRICS_FILE = "final_metrics.json"
+FINAL_METRICS_FILE = run_files.FINAL_METRICS_FILE
 # Model keys that may change on resume: they shape no parameter.
 RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype", "attention_kernel")
 DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_steps or check "
                    "optimizer.clip_norm.")
+# Where each numeric key may lie (loop.check_numbers); a key not named here: finite and >= 0.
+NUMERIC_RANGES = {
+    **{f"model.{key}": loop.AT_LEAST_ONE for key in (
+        "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings",
+        "type_vocab_size", "global_every", "vocab_pad_multiple")},
+    "model.hidden_dropout": loop.PROBABILITY_BELOW_ONE,
+    "model.attention_dropout": loop.PROBABILITY_BELOW_ONE,
+    "model.layer_norm_eps": loop.POSITIVE, "model.initializer_range": loop.POSITIVE,
+    "model.rotary_theta": loop.Range(1, low_open=True),
+    "model.local_rotary_theta": loop.Range(1, low_open=True),
+    "data.vocab_size": loop.Range(10), "data.max_seq_length": loop.Range(3),
+    "data.batch_size": loop.AT_LEAST_ONE, "data.mask_rate": loop.Range(0, 1, True, True),
+    "data.max_predictions": loop.AT_LEAST_ONE, "data.short_seq_prob": loop.FRACTION,
+    "data.eval_fraction": loop.PROBABILITY_BELOW_ONE,
+    "optimizer.b1": loop.PROBABILITY_BELOW_ONE, "optimizer.b2": loop.PROBABILITY_BELOW_ONE,
+    "optimizer.grad_accum_steps": loop.AT_LEAST_ONE,
+    "train.num_steps": loop.AT_LEAST_ONE, "train.log_every": loop.AT_LEAST_ONE,
+    "train.keep_checkpoints": loop.AT_LEAST_ONE,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +108,10 @@ DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_steps or check "
 # --------------------------------------------------------------------------------------------
 
 def check_config(config) -> None:
-    """Value checks that name the key; run before anything is read or written."""
+    """Value checks that name the key; run before anything is read or written: every numeric
+    key in its range, model.variant and the model's shapes, then how keys go together."""
+    loop.check_numbers(config, NUMERIC_RANGES)
+    model_config_from(config.model, config.data.vocab_size)  # variant, shapes (a TrainConfigError)
     data, opt, train = config.data, config.optimizer, config.train
     if not data.prepared and not [p for p in data.corpus.split(",") if p.strip()]:
         raise TrainConfigError("data.corpus is empty and no data.prepared directory is given")
@@ -102,9 +137,11 @@ def check_config(config) -> None:
                                   f"optimizer.grad_accum_steps={opt.grad_accum_steps} (>= 1)")
     if train.num_steps < 1:
         raise TrainConfigError(f"train.num_steps={train.num_steps} must be >= 1")
-    if not 0 <= opt.warmup_steps <= train.num_steps:
+    if not (opt.warmup_fraction or train.budget_minutes) and not (
+            0 <= opt.warmup_steps <= train.num_steps):
         raise TrainConfigError(f"optimizer.warmup_steps={opt.warmup_steps} must be in "
                                   f"[0, train.num_steps={train.num_steps}]")
+    check_pace(config)
     for key in ("log_every", "keep_checkpoints"):
         if train[key] < 1:
             raise TrainConfigError(f"train.{key}={train[key]} must be >= 1")
@@ -113,6 +150,55 @@ def check_config(config) -> None:
             raise TrainConfigError(f"train.{key}={train[key]} must be >= 0")
     if train.peak_flops < 0:
         raise TrainConfigError(f"train.peak_flops={train.peak_flops} must be >= 0 (0: measure)")
+
+
+def check_pace(config) -> None:
+    """The time budget, the batch-size ramp, the warm-up fraction and the evaluation masking."""
+    data, opt, train = config.data, config.optimizer, config.train
+    for key, value in (("optimizer.warmup_fraction", opt.warmup_fraction),
+                       ("train.batch_ramp", train.batch_ramp),
+                       ("data.eval_mask_rate", data.eval_mask_rate)):
+        if not 0.0 <= value < 1.0:
+            raise TrainConfigError(f"{key}={value} must be in [0, 1) (0: off)")
+    if not 0.0 <= opt.warmup_from <= 1.0:
+        raise TrainConfigError(f"optimizer.warmup_from={opt.warmup_from} must be in [0, 1]")
+    if opt.warmup_from and not train.budget_minutes:
+        raise TrainConfigError(f"optimizer.warmup_from={opt.warmup_from} shapes the time-budget "
+                               "schedule only: set train.budget_minutes, or warmup_from=0")
+    if train.budget_minutes < 0:
+        raise TrainConfigError(f"train.budget_minutes={train.budget_minutes} must be >= 0 (0: "
+                               "train.num_steps alone ends the run)")
+    if train.batch_ramp and opt.grad_accum_steps < 2:
+        raise TrainConfigError(f"train.batch_ramp={train.batch_ramp} grows the update from one "
+                               "micro-batch to optimizer.grad_accum_steps of them: set "
+                               "optimizer.grad_accum_steps >= 2 (micro-batch = data.batch_size "
+                               "/ grad_accum_steps)")
+    if data.eval_mask_rate and data.eval_mask_rate * data.max_seq_length > data.max_predictions:
+        raise TrainConfigError(f"data.eval_mask_rate={data.eval_mask_rate} x "
+                               f"data.max_seq_length={data.max_seq_length} exceeds "
+                               f"data.max_predictions={data.max_predictions}")
+
+
+def warmup_steps(opt_config, num_steps: int) -> int:
+    """optimizer.warmup_steps, or optimizer.warmup_fraction x train.num_steps when set."""
+    if opt_config.warmup_fraction:
+        return int(round(opt_config.warmup_fraction * num_steps))
+    return int(opt_config.warmup_steps)
+
+
+def make_optimizer(config):
+    """(tx, schedule): the schedule takes the step, or with train.budget_minutes the progress
+    through the budget (the step scales the update by it; bertlab.train.budget)."""
+    opt, train = config.optimizer, config.train
+    timed = train.budget_minutes > 0
+    tx, schedule = optimizer_lib.make_optimizer(
+        opt.name, lr=opt.lr, warmup_steps=0 if timed else warmup_steps(opt, train.num_steps),
+        num_steps=train.num_steps, weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2,
+        eps=opt.eps, clip_norm=opt.clip_norm, rate_in_step=timed)
+    if timed:
+        schedule = schedules.of_progress(optimizer_lib.SCHEDULE_SHAPES[opt.name], opt.lr,
+                                         opt.warmup_fraction, warmup_from=opt.warmup_from)
+    return tx, schedule
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,8 +223,10 @@ class Run:
     tokens_per_step: int
     flops_per_step: float
     peak_flops: float     # of one device
+    peak_source: str      # config | cache | measured (bertlab.train.peak_cache)
     mismatches: list = dataclasses.field(default_factory=list)  # per device-tokenised batch
     mismatch_total: int = 0
+    peak_logged: bool = False  # the first train record of a (re)start carries peak_flops
 
 
 def build_run(config, inputs: Inputs) -> Run:
@@ -146,7 +234,7 @@ def build_run(config, inputs: Inputs) -> Run:
     seq_len, num_predictions = inputs.train.max_seq_length, data_config.max_predictions
     model_config = model_config_from(config.model, len(inputs.vocab))
     with_nsp = bool(data_config.next_sentence)
-    tx, schedule = optimizer_lib.optimizer_from_config(opt_config, config.train.num_steps)
+    tx, schedule = make_optimizer(config)
     mesh = mesh_lib.data_mesh()
     micro_batch = data_config.batch_size // opt_config.grad_accum_steps
     try:
@@ -160,12 +248,16 @@ def build_run(config, inputs: Inputs) -> Run:
               if key not in RESUMABLE_MODEL_KEYS}
     compat.update({"vocab_sha256": vocab_sha256(inputs.vocab), "optimizer.name": opt_config.name,
                    "data.next_sentence": with_nsp})
+    if config.train.budget_minutes:  # the optimizer state has another structure
+        compat["train.time_budget"] = True
     mask_fn = steps.make_mask_fn(inputs.vocab, rate=data_config.mask_rate,
                                  max_predictions=num_predictions, whole_word=data_config.whole_word)
-    peak = config.train.peak_flops
-    if not peak:
-        from bertlab.train.peak_flops import measure_matmul_flops
-        peak = measure_matmul_flops(dtype=model_config.dtype)
+    # MosaicBERT evaluates at 15 % whatever the training rate, so runs of any rate compare
+    eval_mask_fn = steps.make_mask_fn(inputs.vocab,
+                                      rate=data_config.eval_mask_rate or data_config.mask_rate,
+                                      max_predictions=num_predictions,
+                                      whole_word=data_config.whole_word)
+    peak, peak_source = peak_cache.peak_flops(config.train.peak_flops, model_config.dtype)
     tokens_per_step = data_config.batch_size * seq_len
     return Run(
         model_config=model_config, model=BertForPreTraining(model_config, with_nsp=with_nsp),
@@ -173,40 +265,56 @@ def build_run(config, inputs: Inputs) -> Run:
         micro_batch=micro_batch, compat=compat,
         train_step=steps.jit_train_step(mask_fn=mask_fn, schedule=schedule,
                                         grad_accum_steps=opt_config.grad_accum_steps,
-                                        with_nsp=with_nsp, mesh=mesh),
-        eval_step=steps.jit_eval_step(mask_fn=mask_fn, with_nsp=with_nsp, mesh=mesh),
+                                        with_nsp=with_nsp, mesh=mesh,
+                                        skip_empty_micro_batches=config.train.batch_ramp > 0),
+        eval_step=steps.jit_eval_step(mask_fn=eval_mask_fn, with_nsp=with_nsp, mesh=mesh),
         tokenize=(device_tokenizer(inputs.vocab, data_config.lower_case, inputs.train, mesh)
                   if data_config.tokenize_on_device else None),
         tokens_per_step=tokens_per_step,
         flops_per_step=flops_per_token(model_config, seq_len, num_predictions) * tokens_per_step,
-        peak_flops=peak)
+        peak_flops=peak, peak_source=peak_source)
 
 
-def restore_or_init(run: Run, manager, workdir: str, seed: int, *, log=print):
-    """(train state, base train rng, eval rng, data-iterator state, restored step or None). A
-    checkpoint is checked against run.compat before anything is restored or written."""
-    latest = checkpoints.latest_step(manager)
+def restore_or_init(run: Run, manager, workdir: str, seed: int, *, is_main: bool = True,
+                    log=print):
+    """(train state, base train rng, eval rng, data-iterator state, restored step or None, the
+    restored checkpoint's meta or None). The newest checkpoint that reads is restored (a damaged
+    one is moved aside, checkpoints.restore_latest), after checking it against run.compat."""
     init_rng, base_train_rng, eval_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
     shapes = dict(seq_len=run.seq_len, num_predictions=run.num_predictions, mesh=run.mesh)
-    if latest is None:
+    params_like, opt_like = train_state.abstract_train_state(run.model, run.tx, **shapes)
+    restored = checkpoints.restore_latest(manager, params_like=params_like,
+                                          opt_state_like=opt_like, compat=run.compat,
+                                          difference=compat_difference, is_main=is_main)
+    if restored is None:
         params = train_state.init_params(run.model, init_rng, **shapes)
         state = train_state.create_train_state(run.model, run.tx, params, mesh=run.mesh)
-        return state, base_train_rng, eval_rng, {"epoch": 0, "position": 0}, None
-    where = checkpoints.checkpoint_dir(workdir)
-    difference = compat_difference(checkpoints.read_meta(manager, latest).get("compat", {}),
-                                   run.compat)
-    if difference is not None:
-        key, before, now = difference
-        raise checkpoints.CheckpointError(
-            f"{where} holds a checkpoint of an incompatible run: {key} was {before!r}, now "
-            f"{now!r}. Use a new --workdir, or set {key} back to {before!r} to resume.")
-    params_like, opt_like = train_state.abstract_train_state(run.model, run.tx, **shapes)
-    params, opt_state, saved = checkpoints.restore(manager, latest, params_like=params_like,
-                                                   opt_state_like=opt_like)
-    state = train_state.create_train_state(run.model, run.tx, params, step=latest,
-                                           opt_state=opt_state, mesh=run.mesh)
-    log(f"resuming from step {latest} ({where}/{latest})")
-    return state, jnp.asarray(saved["rng"], jnp.uint32), eval_rng, saved["data"], latest
+        return state, base_train_rng, eval_rng, {"epoch": 0, "position": 0}, None, None
+    state = train_state.create_train_state(run.model, run.tx, restored.params,
+                                           step=restored.step, opt_state=restored.opt_state,
+                                           mesh=run.mesh)
+    log(f"resuming from step {restored.step} ({checkpoints.step_dir(workdir, restored.step)})")
+    return (state, jnp.asarray(restored.meta["rng"], jnp.uint32), eval_rng,
+            restored.meta["data"], restored.step, restored.meta)
+
+
+def check_num_steps(meta: dict | None, workdir: str, train_config) -> None:
+    """A resume trains to the train.num_steps its checkpoints were made with: another value
+    reshapes the learning-rate schedule mid-run (the rate would jump), so it is refused unless
+    train.extend=True asks for it. Checkpoints that do not record it are compared with the
+    config.json they were made under."""
+    if meta is None or train_config.extend:
+        return
+    saved = meta.get("num_steps")
+    if saved is None:
+        previous = run_files.read_json(os.path.join(workdir, run_files.CONFIG_FILE)) or {}
+        saved = previous.get("train", {}).get("num_steps")
+    if saved is not None and int(saved) != train_config.num_steps:
+        raise TrainConfigError(
+            f"train.num_steps={train_config.num_steps}, but the checkpoints in {workdir} were "
+            f"trained for train.num_steps={saved} (the learning-rate schedule would change "
+            f"shape mid-run); set it back to {saved}, or add --config.train.extend=True to "
+            f"train on with the new schedule")
 
 
 def compat_difference(saved: dict, current: dict) -> tuple | None:
@@ -224,7 +332,7 @@ def describe(run: Run, state, inputs: Inputs) -> str:
             f"{config.vocab_size}, {count_params(state.params):,} parameters; data: "
             f"{len(inputs.train):,} train / {len(inputs.eval):,} eval examples of {run.seq_len} "
             f"tokens; {run.mesh.size} device(s) ({jax.devices()[0].platform}), peak "
-            f"{run.peak_flops / 1e9:,.0f} GFLOP/s each")
+            f"{run.peak_flops / 1e9:,.0f} GFLOP/s each ({run.peak_source})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,24 +354,31 @@ class Throughput:
     evaluations and checkpoint saves are left out (restart() after each)."""
 
     def __init__(self, run: Run):
-        self.run, self.start, self.step = run, None, 0
+        self.run, self.start, self.step, self.tokens = run, None, 0, 0
 
     def restart(self, step: int) -> None:
-        self.start, self.step = time.perf_counter(), step
+        self.start, self.step, self.tokens = time.perf_counter(), step, 0
+
+    def add(self, tokens: int) -> None:
+        """Tokens of one update (fewer than run.tokens_per_step while the batch ramps up)."""
+        self.tokens += tokens
 
     def rates(self, step: int) -> dict[str, float]:
         elapsed = time.perf_counter() - self.start
         if step <= self.step or elapsed <= 0:
             return {}
-        per_second = (step - self.step) / elapsed
-        return {"tokens_per_second": per_second * self.run.tokens_per_step,
-                "mfu": per_second * self.run.flops_per_step / (
+        tokens_per_second = self.tokens / elapsed
+        flops_per_token = self.run.flops_per_step / self.run.tokens_per_step
+        return {"tokens_per_second": tokens_per_second,
+                "mfu": tokens_per_second * flops_per_token / (
                     self.run.peak_flops * self.run.mesh.size)}
 
 
-def train_record(run: Run, means: dict, throughput: Throughput, writer, step: int) -> dict:
-    """The "train" line of metrics.jsonl: window means, device-tokeniser mismatches, speed."""
-    record = dict(means)
+def train_record(run: Run, means: dict, throughput: Throughput, writer, step: int,
+                 pace: dict | None = None) -> dict:
+    """The "train" line of metrics.jsonl: window means, device-tokeniser mismatches, speed, and
+    the pace (budget.Pace.record: training seconds, budget progress, micro-batches)."""
+    record = {**means, **(pace or {})}
     if run.tokenize is not None:
         found = int(sum(jax.device_get(run.mismatches)))
         run.mismatches.clear()
@@ -273,6 +388,9 @@ def train_record(run: Run, means: dict, throughput: Throughput, writer, step: in
         run.mismatch_total += found
         record["tokenize_mismatches"] = run.mismatch_total
     record.update(throughput.rates(step))
+    if not run.peak_logged:  # once per (re)start: what this start's MFU divides by
+        record.update(peak_flops=run.peak_flops)
+        run.peak_logged = True
     writer.write(step, "train", record)
     writer.progress(step, loss=f"{record['loss']:.3f}",
                     tok_s=f"{record.get('tokens_per_second', 0):,.0f}",
@@ -280,15 +398,26 @@ def train_record(run: Run, means: dict, throughput: Throughput, writer, step: in
     return record
 
 
-def due(step: int, train_config, *, signalled: bool, can_evaluate: bool) -> tuple[bool, ...]:
+def due(step: int, train_config, *, signalled: bool, can_evaluate: bool,
+        out_of_time: bool = False) -> tuple[bool, ...]:
     """What step `step` ends with: (finished, stopping, log, evaluate, save). A stop (a signal or
-    train.stop_after) and the last step always save; the last step always logs and evaluates."""
-    finished = step == train_config.num_steps
+    train.stop_after) and the last step always save; the last step always logs and evaluates.
+    The last step is train.num_steps, or the one that spent the time budget (out_of_time)."""
+    finished = step == train_config.num_steps or out_of_time
     stopping = signalled or step == train_config.stop_after
     every = lambda interval: bool(interval and step % interval == 0)
     return (finished, stopping, finished or every(train_config.log_every),
             can_evaluate and (finished or every(train_config.eval_every)),
             finished or stopping or every(train_config.checkpoint_every))
+
+
+def next_batch(iterator, pace: budget.Pace, step: int) -> tuple[dict, int]:
+    """(host batch of update `step + 1`, its micro-batches): the iterator's batch, or under a
+    batch ramp k micro-batches laid out as the step's full batch (budget.ramp_batch)."""
+    if not pace.ramp:
+        return next(iterator), pace.accum_steps
+    k = pace.micro_batches(step)
+    return budget.ramp_batch([next(iterator) for _ in range(k)], pace.accum_steps), k
 
 
 def kept_checkpoint(last_checkpoint: int | None) -> str:
@@ -320,12 +449,14 @@ def evaluate(run: Run, state, examples, step: int, *, max_batches: int, rng, wri
     return result
 
 
-def save(manager, run: Run, state, step: int, *, base_rng, iterator, config) -> None:
+def save(manager, run: Run, state, step: int, *, base_rng, iterator, config,
+         train_seconds: float = 0.0) -> None:
     checkpoints.save(manager, step, params=state.params, opt_state=state.opt_state, meta={
+        budget.ELAPSED_KEY: float(train_seconds),
         "rng": np.asarray(jax.device_get(base_rng)).tolist(), "data": iterator.state(),
         "compat": run.compat, "model": config_to_dict(run.model_config),
         "with_nsp": bool(config.data.next_sentence), "lower_case": bool(config.data.lower_case),
-        "max_seq_length": run.seq_len})
+        "max_seq_length": run.seq_len, "num_steps": int(config.train.num_steps)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,32 +465,59 @@ def save(manager, run: Run, state, step: int, *, base_rng, iterator, config) -> 
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Pretrains per `config` in `workdir`, resuming from its latest checkpoint; returns the final
-    metrics (also written to workdir/final_metrics.json)."""
+    metrics (also written to workdir/final_metrics.json).
+
+    The config is checked before anything is touched; the workdir is then locked (one run per
+    workdir; only process 0 of a multi-host run locks) until the final write."""
     check_config(config)
     mesh_lib.initialize_distributed(config.train.distributed)
     is_main = jax.process_index() == 0
+    with loop.workdir_session(workdir, is_main=is_main) as workdir:
+        return _train_and_evaluate(config, workdir, is_main=is_main)
+
+
+def _train_and_evaluate(config, workdir: str, *, is_main: bool) -> dict:
     log = print if is_main else (lambda *a, **k: None)
-    workdir = loop.open_workdir(workdir)
     train_config = config.train
     inputs = prepare_inputs(config.data, workdir, log=log)
     run = build_run(config, inputs)
     manager = checkpoints.open_manager(workdir, keep=train_config.keep_checkpoints,
                                        async_save=False)
-    state, base_rng, eval_rng, data_state, last_checkpoint = restore_or_init(
-        run, manager, workdir, train_config.seed, log=log)
+    try:
+        state, base_rng, eval_rng, data_state, last_checkpoint, meta = restore_or_init(
+            run, manager, workdir, train_config.seed, is_main=is_main, log=log)
+        check_num_steps(meta, workdir, train_config)
+    except BaseException:
+        manager.close()
+        raise
+    final_path = os.path.join(workdir, FINAL_METRICS_FILE)
+    start_step = int(jax.device_get(state.step))
+    pace = budget.Pace(train_config, config.optimizer.grad_accum_steps,
+                       elapsed=(meta or {}).get(budget.ELAPSED_KEY, 0.0))
+    trained = start_step >= train_config.num_steps or pace.spent()
+    finished = run_files.read_json(final_path) if trained else None
+    if finished and finished.get("step") == start_step:
+        manager.close()  # a rerun of a finished run: its results stand, nothing is written
+        log(f"{workdir} is already trained to step {start_step} (train.num_steps="
+            f"{train_config.num_steps}); its final metrics are in {final_path}")
+        return finished
     if is_main:
-        loop.write_config(workdir, config.to_dict())
-    iterator = BatchIterator.from_state(inputs.train, config.data.batch_size, config.data.seed,
+        checkpoints.trim_metrics(workdir, last_checkpoint or 0)
+        if start_step < train_config.num_steps and (run_files.read_json(final_path) or {}).get(
+                "stopped_by"):
+            run_files.set_aside_final(workdir)  # an earlier stop's; this start trains further
+    run_files.record_start(workdir, config.to_dict(), is_main=is_main,
+                           default=loop.json_default)
+    # with a batch ramp the stream is of micro-batches, k of them per update (next_batch)
+    iterator = BatchIterator.from_state(inputs.train, run.micro_batch if pace.ramp else
+                                        config.data.batch_size, config.data.seed,
                                         data_state, process_index=jax.process_index(),
                                         process_count=jax.process_count())
     train_rng = mesh_lib.replicate(base_rng, run.mesh)
     log(describe(run, state, inputs))
 
     num_steps = train_config.num_steps
-    step = start_step = int(jax.device_get(state.step))
-    final_path = os.path.join(workdir, FINAL_METRICS_FILE)
-    if is_main and start_step < num_steps and os.path.exists(final_path):
-        os.remove(final_path)  # it described an earlier stop; this start trains further
+    step = start_step
     writer = MetricWriter(workdir, total_steps=num_steps, initial_step=start_step, enabled=is_main)
     stop = loop.StopRequest().install()
     window = loop.MetricWindow(start_step, advice=DIVERGED_ADVICE)
@@ -371,10 +529,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if not len(inputs.eval):
             log("the held-out split is empty: no evaluation (raise data.eval_fraction)")
         can_evaluate = len(inputs.eval) > 0 and train_config.eval_batches > 0
-        while step < num_steps:
-            state, metrics = run.train_step(state, device_batch(run, next(iterator)), train_rng)
+        while step < num_steps and not pace.spent():
+            local, micro_batches = next_batch(iterator, pace, step)
+            state, metrics = run.train_step(state, device_batch(run, local), train_rng,
+                                            *pace.step_args(step))
             step += 1
             window.add(step, metrics)
+            throughput.add(run.tokens_per_step * micro_batches // pace.accum_steps)
+            if pace.timed:  # the budget clock counts finished work, not dispatches
+                jax.block_until_ready(metrics)
+                pace.clock.tick()
             if throughput.start is None:  # exclude compilation from the throughput
                 jax.block_until_ready(metrics)
                 throughput.restart(step)
@@ -382,28 +546,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
             finished, stopping, want_log, want_eval, want_save = due(
                 step, train_config, signalled=stop.signal_name is not None,
-                can_evaluate=can_evaluate)
+                can_evaluate=can_evaluate, out_of_time=pace.spent())
             if want_log or stopping or want_save or want_eval:
                 means = window.close(kept_checkpoint(last_checkpoint))
                 if want_log:
-                    last_train = train_record(run, means, throughput, writer, step)
+                    last_train = train_record(run, means, throughput, writer, step,
+                                              pace.record(step - 1))
                     throughput.restart(step)
             if want_eval:
                 last_eval = evaluate(run, state, inputs.eval, step, **evaluation)
             if want_save:
                 save(manager, run, state, step, base_rng=base_rng, iterator=iterator,
-                     config=config)
+                     config=config, train_seconds=pace.clock.elapsed)
                 last_checkpoint = step
             if want_eval or want_save:
                 throughput.restart(step)  # time steps only
+                pace.clock.restart()
             if stopping and not finished:
                 stopped_by = stop.signal_name or f"train.stop_after={train_config.stop_after}"
                 writer.message(f"stopped by {stopped_by} at step {step}; checkpoint saved, "
                                "rerun the same command to resume")
                 break
-        if start_step >= num_steps:
+        if trained:  # trained, but its final metrics were never written
             log(f"{workdir} is already trained to step {start_step} (train.num_steps={num_steps})")
-            if can_evaluate:
+            logged = read_metrics(os.path.join(workdir, METRICS_FILE)).get("eval", {})
+            if start_step in logged:  # evaluated before the final write was cut short
+                last_eval = {key: value for key, value in logged[start_step].items()
+                             if key not in ("step", "split", "time")}
+            elif can_evaluate:
                 last_eval = evaluate(run, state, inputs.eval, start_step, **evaluation)
     finally:
         stop.uninstall()
@@ -413,7 +583,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if is_main:
         plot_loss_curve(os.path.join(workdir, METRICS_FILE), os.path.join(workdir, LOSS_PLOT))
     final = {"step": step, "stopped_by": stopped_by, "num_params": count_params(state.params),
+             "peak_flops": run.peak_flops, "peak_flops_source": run.peak_source,
              **last_train, **{f"eval_{name}": value for name, value in last_eval.items()}}
-    if is_main and not stop.signal_name:  # the sweep's done file: written whole or not at all
-        write_json(final_path, final)
+    # the sweep's done file, written whole or not at all; a preemption leaves none
+    run_files.record_finish(workdir, final, is_main=is_main and not stop.signal_name,
+                            default=loop.json_default)
     return final
