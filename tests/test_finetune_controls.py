@@ -303,3 +303,62 @@ def test_layer_decay_with_a_frozen_backbone(model_and_params):
             assert not update.any(), name
         else:
             np.testing.assert_allclose(update, plain[name], atol=1e-9)
+
+
+# ------------------------------------------------------------------ the config and the loop
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.select_metric", "f1", r"train.select_metric='f1' is not a metric of mnli"),
+    ("train.class_weights", "1,2", r"train.class_weights='1,2' has 2 weight\(s\) for 3 classes"),
+    ("optimizer.grad_accum_steps", 3, r"data.batch_size=32 must be a multiple of "
+                                      r"optimizer.grad_accum_steps=3"),
+    ("optimizer.grad_accum_steps", 0, r"optimizer.grad_accum_steps=0"),
+    ("optimizer.layer_decay", 0.0, r"optimizer.layer_decay=0.0 must be in \(0, 1\]"),
+    ("optimizer.layer_decay", 1.5, r"optimizer.layer_decay=1.5 must be in \(0, 1\]"),
+])
+def test_config_checks_name_the_key_before_any_work(key, value, message):
+    config = finetune_configs.get_config("task=mnli")
+    config.model.init_from = "/nonexistent"  # never reached: the checks come first
+    group, name = key.split(".")
+    config[group][name] = value
+    with pytest.raises(TrainConfigError, match=message):
+        finetune.check_config(config)
+
+
+def test_table_controls_are_checked_once_its_classes_are_known(tmp_path):
+    data = write_table(tmp_path / "data", "single")
+    named = quick_config(data, **{"table.label_names": "negative,positive",
+                                  "train.class_weights": "1,2,3"})
+    with pytest.raises(TrainConfigError, match=r"3 weight\(s\) for 2 classes"):
+        finetune.check_config(named)  # the names give the count before any data is read
+    unnamed = quick_config(data, **{"train.class_weights": "1,2,3"})
+    finetune.check_config(unnamed)  # count unknown until the table is read ...
+    with pytest.raises(TrainConfigError, match=r"3 weight\(s\) for 2 classes"):
+        finetune.prepare(unnamed, str(tmp_path / "run"))  # ... then refused before training
+    regression = quick_config(data, **{"table.regression": True, "train.select_metric": "f1"})
+    with pytest.raises(TrainConfigError, match="train.select_metric='f1'.*pearson, spearman"):
+        finetune.check_config(regression)
+
+
+def test_a_run_with_every_control(tmp_path):
+    """Loss picks the epoch (the lowest eval loss, the earliest on a tie) and the seed; balanced
+    class weights, 2 micro-batches of packed rows and layer decay train the quick keyword task."""
+    data = write_table(tmp_path / "data", "single")
+    config = quick_config(data, **{"train.epochs": 3, "data.max_train_examples": 96,
+                                   "train.select_metric": "loss",
+                                   "train.class_weights": "balanced",
+                                   "optimizer.grad_accum_steps": 2,
+                                   "optimizer.layer_decay": 0.8})
+    workdir = str(tmp_path / "run")
+    summary = finetune.train_and_evaluate(config, workdir)
+    assert summary["metric"] == "loss" and summary["best_seed"] == 0
+    result = summary["per_seed"]["0"]
+    evals = [r for r in read_jsonl(os.path.join(workdir, "seed_0", "metrics.jsonl"))
+             if r["split"] == "eval"]
+    losses_by_epoch = [r["loss"] for r in evals]
+    assert result["best_epoch"] == 1 + int(np.argmin(losses_by_epoch))  # argmin: first minimum
+    assert result["eval"]["loss"] == min(losses_by_epoch)
+    assert result["steps"] == 3 * 12  # 96 examples / batch 8, accumulation does not add steps
+    export = json.load(open(os.path.join(workdir, "seed_0", "model", "task.json")))
+    assert export["meta"]["epoch"] == result["best_epoch"]  # the exported model is that epoch's
