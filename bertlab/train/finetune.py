@@ -109,6 +109,7 @@ NUMERIC_RANGES = {
     "model.attention_dropout": loop.PROBABILITY_BELOW_ONE,
     "data.max_seq_length": loop.Range(2), "data.batch_size": loop.AT_LEAST_ONE,
     "data.eval_batch_size": loop.AT_LEAST_ONE, "data.vocab_size": loop.Range(10),
+    "data.packing_programs": loop.AT_LEAST_ONE,
     "table.dev_fraction": loop.Range(0, 1, True, True),
     "optimizer.warmup_fraction": loop.FRACTION,
     "optimizer.b1": loop.PROBABILITY_BELOW_ONE, "optimizer.b2": loop.PROBABILITY_BELOW_ONE,
