@@ -1,8 +1,8 @@
 """The accelerator table of issue 18, in one run: MLM train step, fine-tuning and inference, in
 float32 and bfloat16, bertlab against transformers' PyTorch BERT, with MFU and the input bound.
 
-    python experiments/bench/device_table.py OUT_DIR              # the GPU table, < 8 minutes
-    python experiments/bench/device_table.py OUT_DIR --dry-run    # every row at toy sizes, any device
+    python experiments/bench/device_table.py OUT_DIR            # the GPU table, < 8 minutes
+    python experiments/bench/device_table.py OUT_DIR --dry-run  # all rows, toy sizes, any device
 
 experiments/bench/device.sh sets up the environment and calls this. Writes OUT_DIR/device_table.md
 and OUT_DIR/device_table.json (plus the workers' raw JSON lines and logs).
@@ -165,7 +165,7 @@ def make_plan(args) -> dict:
     for i, row in enumerate(mlm + inputs + tune):
         row["id"] = i
     # 420 s of rows + 3 x 20 s of grace for a worker killed mid-row = 8 minutes at worst.
-    budget = args.budget_s or (900.0 if dry else 420.0)
+    budget = args.budget_s or (1500.0 if dry else 420.0)
     groups = [
         {"name": "jax", "worker": "jax", "budget_s": 0.63 * budget,
          "rows": [{"kind": "env"}, {"kind": "peak"}, {"kind": "attention"}] + inputs + mlm},
@@ -193,7 +193,8 @@ def timed_median(step, *, warmup: int, min_timed: int, max_timed: int, cap_s: fl
     for _ in range(warmup):
         step()
     times, start = [], time.perf_counter()
-    while len(times) < max_timed and (len(times) < min_timed or time.perf_counter() - start < cap_s):
+    while len(times) < max_timed and (len(times) < min_timed
+                                      or time.perf_counter() - start < cap_s):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
@@ -237,8 +238,8 @@ def run_rows(group: dict, plan: dict, results_path: str, handlers: dict) -> None
     for row in group["rows"]:
         elapsed = time.time() - start
         # A big row (compile + timing) needs room; a small one less.
-        need = 0.0 if row["kind"] in ("env", "peak", "attention") else {"large": 0.2, "base": 0.12}.get(
-            row.get("variant"), 0.05) * budget
+        share = {"large": 0.2, "base": 0.12}.get(row.get("variant"), 0.05)
+        need = 0.0 if row["kind"] in ("env", "peak", "attention") else share * budget
         record = {"group": group["name"], "id": row.get("id"), "kind": row["kind"]}
         if elapsed + need > budget:
             record.update(status="skipped", reason=f"group budget {budget:.0f} s spent "
@@ -849,7 +850,8 @@ def build_report(plan: dict, results: dict, summaries: list, command: str) -> tu
               f"| base bf16 MFU ≥ 50 % of the measured bf16 peak | "
               f"{fmt(b16.get('mfu_measured'), '.1%')} | "
               f"{check(b16.get('mfu_measured') and b16['mfu_measured'] >= 0.5)} |",
-              f"| base bf16 ≥ 2× the PyTorch bf16 peer | {fmt(r16 and p16 and r16 / p16, '.2f')} | "
+              f"| base bf16 ≥ 2× the PyTorch bf16 peer | "
+              f"{fmt(r16 and p16 and r16 / p16, '.2f')} | "
               f"{check(r16 and p16 and r16 / p16 >= 2)} |",
               f"| base bf16 ≥ 1.8× float32 | {fmt(r16 and r32 and r16 / r32, '.2f')} | "
               f"{check(r16 and r32 and r16 / r32 >= 1.8)} |"]
@@ -876,6 +878,27 @@ def build_report(plan: dict, results: dict, summaries: list, command: str) -> tu
     return "\n".join(lines), data
 
 
+def finish(out_dir: str, plan: dict, summaries: list, command: str, start: float) -> None:
+    """The report from OUT_DIR/work: device_table.md and .json, then work/ packed."""
+    import shutil
+    import tarfile
+
+    work = os.path.join(out_dir, "work")
+    results = read_results(work, plan["groups"])
+    plan["load_end"] = round(os.getloadavg()[0], 1)
+    markdown, data = build_report(plan, results, summaries, command)
+    data["wall_s"] = round(time.time() - start, 1)
+    with open(os.path.join(out_dir, "device_table.md"), "w", encoding="utf-8") as f:
+        f.write(markdown + f"\nWhole run: {data['wall_s']} s.\n")
+    with open(os.path.join(out_dir, "device_table.json"), "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=str)
+    with tarfile.open(os.path.join(out_dir, "work.tar.gz"), "w:gz") as tar:
+        tar.add(work, arcname="work")
+    shutil.rmtree(work, ignore_errors=True)
+    print(markdown)
+    print(f"whole run: {data['wall_s']} s; written to {out_dir}/device_table.md and .json")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?")
@@ -883,7 +906,7 @@ def main(argv=None) -> int:
                         help="every row at toy sizes for a few steps (any device, ~3 minutes)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="seconds for all rows together, shared 63/12/25 %% by the JAX MLM, "
-                             "JAX fine-tuning and PyTorch workers (default 420; dry run 900)")
+                             "JAX fine-tuning and PyTorch workers (default 420; dry run 1500)")
     parser.add_argument("--variants", nargs="+", default=list(MLM_VARIANTS))
     parser.add_argument("--tune-variants", nargs="+", default=list(TUNE_VARIANTS))
     parser.add_argument("--python", default=sys.executable, help="the JAX workers' interpreter")
@@ -892,6 +915,8 @@ def main(argv=None) -> int:
     parser.add_argument("--torch-compile", action="store_true",
                         help="torch.compile the peer (slower start, maybe faster steps)")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report from OUT_DIR/work (after a run was stopped)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     parser.add_argument("--results", help=argparse.SUPPRESS)
@@ -906,6 +931,12 @@ def main(argv=None) -> int:
 
     if not args.out_dir:
         parser.error("OUT_DIR is required")
+    command = "python experiments/bench/device_table.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        with open(os.path.join(args.out_dir, "work", "plan.json"), encoding="utf-8") as f:
+            finish(args.out_dir, json.load(f), [], command, time.time())
+        return 0
     os.makedirs(args.out_dir, exist_ok=True)
     # Workers' raw JSON lines, logs and the plan go to OUT_DIR/work, packed into work.tar.gz at
     # the end (few files come back from a device machine); compiled programs to a cache outside.
@@ -917,8 +948,6 @@ def main(argv=None) -> int:
     plan_path = os.path.join(work, "plan.json")
     with open(plan_path, "w", encoding="utf-8") as f:
         json.dump(plan, f, indent=1)
-    command = "python experiments/bench/device_table.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv)
     start = time.time()
     plan["load_start"] = round(os.getloadavg()[0], 1)
     summaries = []
@@ -926,21 +955,7 @@ def main(argv=None) -> int:
         python = args.torch_python if group["worker"] == "torch" else args.python
         summaries.append(run_group(group, plan_path, work, python,
                                    grace_s=20.0 if not args.dry_run else 60.0))
-    results = read_results(work, plan["groups"])
-    plan["load_end"] = round(os.getloadavg()[0], 1)
-    markdown, data = build_report(plan, results, summaries, command)
-    data["wall_s"] = round(time.time() - start, 1)
-    with open(os.path.join(args.out_dir, "device_table.md"), "w", encoding="utf-8") as f:
-        f.write(markdown + f"\nWhole run: {data['wall_s']} s.\n")
-    with open(os.path.join(args.out_dir, "device_table.json"), "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=str)
-    import shutil
-    import tarfile
-    with tarfile.open(os.path.join(args.out_dir, "work.tar.gz"), "w:gz") as tar:
-        tar.add(work, arcname="work")
-    shutil.rmtree(work, ignore_errors=True)
-    print(markdown)
-    print(f"whole run: {data['wall_s']} s; written to {args.out_dir}/device_table.md and .json")
+    finish(args.out_dir, plan, summaries, command, start)
     return 0
 
 
