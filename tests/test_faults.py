@@ -348,9 +348,8 @@ def test_run_files_keep_a_finished_run_until_the_new_one_finishes(tmp_path):
 
 
 # ------------------------------------------------- through the real pretraining loop (slow)
-# These need the shared training skeleton to take the workdir lock and to resume through
-# training_state.restore_latest + trim_metrics (see the module docstring of bertlab.workdir_lock
-# and of training_state); until it does they are expected to fail.
+# The shared training skeleton (bertlab.train.loop.workdir_session) takes the workdir lock and
+# resumes through training_state.restore_latest + trim_metrics.
 
 def write_corpus(path):
     from test_multiprocess import write_corpus as write
@@ -363,9 +362,17 @@ def pretrain(workdir, *overrides):
                      str(workdir), "--config.train.peak_flops=1e12", *overrides])
 
 
+def test_pretraining_on_a_locked_workdir_is_refused_before_any_work(tmp_path, capsys):
+    """The short version of the slow test below: refused at once, nothing built or written."""
+    workdir = tmp_path / "run"
+    with lock_holder(workdir) as holder:
+        assert pretrain(workdir, f"--config.data.corpus={tmp_path / 'unread.txt'}") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is in use by PID {holder.pid}" in err[0]
+    assert sorted(os.listdir(workdir)) == [".bertlab.lock"]  # no vocabulary, no data
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="until the training skeleton resumes through restore_latest",
-                   strict=False)
 def test_pretraining_resumes_past_a_truncated_checkpoint(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     workdir = tmp_path / "run"
@@ -391,7 +398,6 @@ def test_pretraining_resumes_past_a_truncated_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="until the training skeleton takes the workdir lock", strict=False)
 def test_second_pretraining_on_a_running_workdir_is_refused(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     workdir = tmp_path / "run"

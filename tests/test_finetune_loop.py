@@ -145,8 +145,10 @@ def test_a_diverging_run_stops_with_the_step_range_and_exit_status_1(tmp_path, c
     """lr 1e38 overflows the logits within a few updates: the run must stop, not train on NaN."""
     data = write_table(tmp_path / "data", "single")
     config = quick_config(data, **{"train.epochs": 1, "optimizer.lr": 1e38})
-    with pytest.raises(NonFiniteLossError, match=r"seed 0: loss became nan within steps \[1, 8\]"):
+    with pytest.raises(NonFiniteLossError, match=r"seed 0: loss became nan within steps \[1, 8\]"
+                       ) as raised:
         finetune.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "no model/ was written" in str(raised.value)  # no epoch ended: nothing is kept
     assert not os.path.exists(tmp_path / "run" / "seed_0" / "result.json")  # the seed is not done
     code = finetune_cmd.main(["--config", "configs/finetune.py:task=tsv,recipe=quick",
                               "--workdir", str(tmp_path / "cli"), f"--config.data.data_dir={data}",

@@ -40,3 +40,32 @@ def test_a_disabled_writer_writes_nothing(tmp_path, capsys):
     writer.progress(1, loss="1.0")
     writer.close()
     assert list(tmp_path.iterdir()) == [] and capsys.readouterr().out == ""
+
+
+def test_files_open_at_the_first_record(tmp_path):
+    """A start that records nothing (a rerun of a finished run) leaves no empty events file."""
+    writer = MetricWriter(str(tmp_path), total_steps=10, progress=False)
+    writer.message("nothing recorded")
+    writer.close()
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / METRICS_FILE).exists()
+
+
+def test_a_full_disk_names_the_metrics_file(tmp_path):
+    import errno
+
+    import pytest
+
+    class FullDisk:
+        def write(self, text):  # what a plain file write on a full disk raises: no filename
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    writer = MetricWriter(str(tmp_path), total_steps=10, progress=False)
+    writer._file = FullDisk()
+    with pytest.raises(OSError) as raised:
+        writer.write(1, "train", {"loss": 1.0})
+    assert raised.value.errno == errno.ENOSPC
+    assert raised.value.filename == str(tmp_path / METRICS_FILE)
+    writer.close()

@@ -40,3 +40,24 @@ def test_seed_curves_overlay_seeds_and_wait_for_the_first_epoch(tmp_path):
                                   (8, "eval", {"epoch": 1, "loss": 0.5, "accuracy": 0.8})])
     out = plot_seed_curves([early, done], str(tmp_path / "curves.png"), metric="accuracy")
     assert open(out, "rb").read(8) == PNG
+
+
+def test_the_eval_curve_is_labelled_by_its_split(tmp_path, monkeypatch):
+    """IMDB scores its test split every epoch: the legend says "test", not "validation"."""
+    from matplotlib.figure import Figure
+
+    labels = []
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        labels.append([[text.get_text() for text in axes.get_legend().get_texts()]
+                       for axes in figure.axes])
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    path = write(tmp_path, [(8, "train_epoch", {"epoch": 1, "loss": 0.6, "accuracy": 0.7}),
+                            (8, "eval", {"epoch": 1, "loss": 0.5, "accuracy": 0.8})])
+    plot_epoch_curves(path, str(tmp_path / "curves.png"), metric="accuracy", eval_name="test")
+    plot_seed_curves([path], str(tmp_path / "all.png"), metric="accuracy")
+    assert labels == [[["train", "test"], ["train", "test"]],
+                      [["train", "validation"], ["train", "validation"]]]

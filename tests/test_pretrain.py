@@ -327,3 +327,68 @@ def test_a_checkpoint_older_than_a_model_knob_resumes_with_its_default():
         "model.hidden_size", 32, 64)
     assert pretrain.compat_difference({**saved, "vocab_sha256": "a"}, current) == (
         "vocab_sha256", "a", "<absent>")
+
+
+def test_a_finished_rerun_writes_nothing(straight, tmp_path, capsys):
+    """Rerunning a finished run returns its final metrics: no second eval line, no second
+    TensorBoard events file, the config files as they were."""
+    workdir = tmp_path / "finished"
+    shutil.copytree(straight, workdir)
+    names = ("metrics.jsonl", "final_metrics.json", "config.json")
+    before = {name: (workdir / name).read_bytes() for name in names}
+    events = sorted(os.listdir(workdir / "tensorboard"))
+    corpus = json.loads(before["config.json"])["data"]["corpus"]
+    capsys.readouterr()
+    assert run_cli(workdir, f"--config.data.corpus={corpus}") == 0
+    assert "is already trained to step 20" in capsys.readouterr().out
+    assert {name: (workdir / name).read_bytes() for name in names} == before
+    assert sorted(os.listdir(workdir / "tensorboard")) == events
+    assert not (workdir / "config.pending.json").exists()
+
+
+def test_peak_flops_is_recorded_in_the_metrics(straight):
+    final = json.loads((straight / "final_metrics.json").read_text())
+    assert final["peak_flops"] > 0 and final["peak_flops_source"] == "measured"  # cache off here
+    first, *rest = [train_lines(straight)["train"][step] for step in (5, 10, 15, 20)]
+    assert first["peak_flops"] == final["peak_flops"]  # what this start's MFU divides by
+    assert not any("peak_flops" in record for record in rest)
+
+
+def test_another_num_steps_on_resume_is_refused_unless_extend(straight, tmp_path, capsys):
+    """A resume with train.num_steps=30 would reshape the learning-rate schedule of a 20-step run:
+    refused, naming both; --config.train.extend=True trains on, the old config kept beside."""
+    workdir = tmp_path / "extend"
+    args = prepared_overrides(straight)
+    assert run_cli(workdir, *args, "--config.train.stop_after=10") == 0
+    before = (workdir / "config.json").read_bytes()
+    capsys.readouterr()
+    assert run_cli(workdir, *args, "--config.train.num_steps=30") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.num_steps=30, but the checkpoints in" in err[0]
+    assert "trained for train.num_steps=20" in err[0] and "--config.train.extend=True" in err[0]
+    assert (workdir / "config.json").read_bytes() == before
+    assert run_cli(workdir, *args, "--config.train.num_steps=12", "--config.train.extend=True",
+                   "--config.train.eval_batches=0") == 0
+    assert json.loads((workdir / "config.json").read_text())["train"]["num_steps"] == 12
+    assert json.loads((workdir / "config.previous.json").read_text())["train"]["num_steps"] == 20
+    assert json.loads((workdir / "final_metrics.json").read_text())["step"] == 12
+    # the earlier stop's results are kept beside, not deleted
+    assert json.loads((workdir / "final_metrics.previous.json").read_text())["step"] == 10
+
+
+def test_init_from_records_the_step_and_falls_back_past_a_damaged_checkpoint(straight, tmp_path,
+                                                                             capsys):
+    backbone = init_from.resolve_backbone(str(straight))
+    assert backbone.provenance["step"] == 20 and backbone.provenance["kind"] == "pretrain"
+    assert backbone.provenance["sha256"] == init_from.params_sha256(backbone.params)
+    workdir = tmp_path / "damaged"
+    shutil.copytree(straight, workdir)
+    data = sorted((workdir / "checkpoints" / "20" / "params" / "ocdbt.process_0" / "d").iterdir(),
+                  key=lambda p: p.stat().st_size)[-1]
+    with open(data, "r+b") as f:
+        f.truncate(100)
+    fallback = init_from.resolve_backbone(str(workdir))
+    assert fallback.provenance["step"] == 10  # checkpoint 20 moved aside, 10 read
+    assert fallback.provenance["sha256"] != backbone.provenance["sha256"]
+    assert "checkpoint 20 in" in capsys.readouterr().err
+    assert len(os.listdir(workdir / "checkpoints_abandoned")) == 1
