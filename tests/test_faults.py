@@ -1,10 +1,11 @@
 """Faults and bad input, each ending in a one-line error (exit 2) or a documented recovery.
 
-One test (or a pointer to one elsewhere) per fault class of the README's "Reliability" table:
+One test (or a pointer to one elsewhere) per fault class of the README's "Reliability" table
+(which also says what bertlab promises for each):
 
 | fault | where it is tested |
 |---|---|
-| two processes on one workdir / --out | test_second_process_is_refused_naming_the_holder, test_create_data_refuses_a_locked_out_dir, (slow, loop) test_second_pretraining_on_a_running_workdir_is_refused |
+| two processes on one workdir / --out | test_second_process_is_refused_naming_the_holder, test_create_data_refuses_a_locked_out_dir, (loop) test_pretraining_on_a_locked_workdir_is_refused_before_any_work, (slow, loop) test_second_pretraining_on_a_running_workdir_is_refused |
 | a lock holder killed (SIGKILL) | test_lock_of_a_killed_process_is_taken_over_with_a_notice |
 | --workdir / --out is a regular file | test_workdir_that_is_a_file_is_one_line |
 | a truncated or changed file in the latest checkpoint | test_checkpoint_state.py: test_unreadable_latest_checkpoint_falls_back_to_the_newest_good_one, test_restore_params_falls_back_the_same_way, test_file_record_catches_missing_and_changed_files; (slow, loop) test_pretraining_resumes_past_a_truncated_checkpoint |
@@ -17,6 +18,9 @@ One test (or a pointer to one elsewhere) per fault class of the README's "Reliab
 | empty / missing label cell, missing column | test_task_loaders.py: test_table_empty_label_is_an_error_naming_file_line_and_column, test_table_empty_label_rows_dropped_with_skip_unlabelled, test_table_test_file_with_an_empty_label_column_reads_unlabelled, test_table_missing_column_is_reported_at_the_header |
 | a bug (not the user's) | test_cli_one_line_for_os_errors_and_traceback_for_bugs (traceback kept; BERTLAB_DEBUG=1 shows every traceback) |
 | a finished run's results on a failed resume | test_run_files_keep_a_finished_run_until_the_new_one_finishes |
+| out-of-range config values, a failed start's empty workdir | test_run_start.py: test_every_numeric_key_is_range_checked_before_anything_is_touched, test_a_failed_start_leaves_no_empty_workdir |
+| resume with another train.num_steps, a finished rerun | test_pretrain.py: test_another_num_steps_on_resume_is_refused_unless_extend, test_a_finished_rerun_writes_nothing |
+| seeds added from another backbone | test_run_start.py::test_seeds_added_from_other_backbone_weights_are_refused |
 | multi-process data parallelism, uneven shards | test_multiprocess.py |
 | held before this suite: config keys and types | test_config_cli.py, test_pretrain.py::test_bad_config_is_one_line_and_exit_2 |
 | held before: resume after a signal, NaN stop, incompatible resume | test_pretrain.py: test_resume_is_exact, test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint, test_incompatible_resume_fails_and_keeps_everything |

@@ -102,13 +102,6 @@ def check_numbers(config, ranges: Mapping[str, Range]) -> None:
                 raise TrainConfigError(f"{key}={shown} must be {allowed}")
 
 
-def open_workdir(workdir: str) -> str:
-    """Deprecated: workdir_session (created, locked, removed again when a start fails)."""
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    return workdir
-
-
 @contextlib.contextmanager
 def workdir_session(workdir: str, *, is_main: bool) -> Iterator[str]:
     """`with workdir_session(path, is_main=...) as workdir:` the absolute workdir, created if
