@@ -183,3 +183,18 @@ def test_seeds_added_from_other_backbone_weights_are_refused(tmp_path):
     assert "\n" not in message and "use a new --workdir" in message
     assert f"step 400, weights sha256 {first.provenance['sha256'][:12]}" in message
     assert f"step 800, weights sha256 {later.provenance['sha256'][:12]}" in message
+
+
+def test_exported_weights_get_the_mode_of_a_normal_new_file(tmp_path):
+    """safetensors writes through a private temporary file (0600); an export others read must
+    have 0666 less the umask, as any file open() creates."""
+    from bertlab.checkpoints import save_bertlab
+    from bertlab.models.config import BertConfig
+
+    mask = os.umask(0o022)
+    try:
+        directory = save_bertlab(tmp_path / "export", BertConfig(vocab_size=10),
+                                 {"w": np.zeros(3, np.float32)})
+    finally:
+        os.umask(mask)
+    assert os.stat(directory / "params.safetensors").st_mode & 0o777 == 0o644
