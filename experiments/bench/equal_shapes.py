@@ -32,6 +32,7 @@ arm), torch and numpy, interleaved the same way.
     .venv/bin/python experiments/bench/equal_shapes.py                    # a few minutes
     .venv/bin/python experiments/bench/equal_shapes.py --quick            # about a minute
     .venv/bin/python experiments/bench/equal_shapes.py --sizes minilm --variants all --reps 5
+    .venv/bin/python experiments/bench/equal_shapes.py --threads 1   # one core each (busy machine)
 
 --out FILE appends the tables with the command and the machine to a markdown file.
 """
@@ -64,6 +65,21 @@ def _configure_first() -> bool:
 
 
 RUNTIME_CONFIGURED = _configure_first()
+
+
+def _pin_first() -> int:
+    """--threads 1: the whole process on one core, before jax sizes its thread pools from the
+    CPU affinity, and torch on one thread. On a machine shared with other jobs a 2-thread
+    OpenMP region waits for its slowest (descheduled) thread at every barrier, which punishes
+    torch far more than XLA's work-stealing pools; one thread each compares the kernels."""
+    if "--threads" not in sys.argv:
+        return 0
+    threads = int(sys.argv[sys.argv.index("--threads") + 1])
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    return threads
+
+
+THREADS = _pin_first()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -406,7 +422,8 @@ def machine() -> str:
     except OSError:
         pass
     import torch
-    return (f"{model}, {os.cpu_count()} cores; jax {jax.__version__}, torch {torch.__version__}"
+    return (f"{model}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} used); "
+            f"jax {jax.__version__}, torch {torch.__version__}"
             f" ({torch.get_num_threads()} threads)")
 
 
@@ -430,6 +447,9 @@ def main(argv=None) -> int:
                         help="tiny and minilm, torch-sdpa only, 2 timed calls: about a minute")
     parser.add_argument("--no-runtime", action="store_true",
                         help="skip bertlab.runtime.configure() (XLA's own defaults)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="pin the process to this many cores (0: all) and give torch as many "
+                             "threads (see _pin_first)")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     if args.quick:
@@ -441,7 +461,7 @@ def main(argv=None) -> int:
             parser.error(f"unknown variant {variant!r}; known: {', '.join(ALL_VARIANTS)}")
     try:
         import torch
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(THREADS or os.cpu_count() or 1)
     except ImportError:
         pass
 
