@@ -200,6 +200,8 @@ def test_import_export_round_trip_loads_in_transformers(architecture, name, tmp_
                                                       eos_token_id=2))
     written = json.loads((tmp_path / "exported" / "config.json").read_text())
     assert written["architectures"] == [architecture]
+    mode = (tmp_path / "exported" / "model.safetensors").stat().st_mode & 0o777
+    assert mode == (tmp_path / "exported" / "config.json").stat().st_mode & 0o777  # not 0600
     reloaded = getattr(transformers, architecture).from_pretrained(
         tmp_path / "exported", attn_implementation="eager", reference_compile=False).eval()
     ids, _, mask = batch()

@@ -357,6 +357,8 @@ def save_modernbert(directory: str | os.PathLike, config: BertConfig, params: Ma
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    from bertlab.files import chmod_like_new_file
+    chmod_like_new_file(directory / "model.safetensors")  # save_file leaves it 0600
     (directory / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     if tokenizer_path is not None and pathlib.Path(tokenizer_path).resolve() != \
             (directory / TOKENIZER_FILE).resolve():
