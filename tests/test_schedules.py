@@ -80,3 +80,40 @@ def test_adam_optimizer_is_constant_rate_and_decays_only_when_asked():
     np.testing.assert_allclose(updates["dense"]["kernel"], [-0.15, -0.15], rtol=1e-4)
     np.testing.assert_allclose(updates["dense"]["bias"], [0.1, 0.1], rtol=1e-4)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+@pytest.mark.parametrize("shape, progress, expected", [
+    ("triangular", 0.0, 0.0),
+    ("triangular", 0.1, 0.5e-3),   # mid warm-up: 0.1 / 0.2
+    ("triangular", 0.2, 1e-3),     # the peak at the warm-up fraction
+    ("triangular", 0.6, 0.5e-3),   # (1 - 0.6) / (1 - 0.2)
+    ("triangular", 1.0, 0.0),
+    ("triangular", 1.3, 0.0),      # a budget overrun is clipped to the end
+    ("bert", 0.1, 0.5e-3),         # warm-up replaces the decay ...
+    ("bert", 0.2, 0.8e-3),         # ... over the whole budget: 1 - 0.2
+    ("bert", 0.6, 0.4e-3),
+    ("constant", 0.1, 0.5e-3),
+    ("constant", 0.7, 1e-3),
+])
+def test_schedules_over_a_time_budget(shape, progress, expected):
+    got = float(schedules.of_progress(shape, PEAK, 0.2)(progress))
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize("progress, expected", [
+    (0.0, 0.25e-3),    # cramming's budget-triangle2 starts at a quarter of the peak
+    (0.375, 0.625e-3),  # 0.25 + 0.75 x 0.375 / 0.75
+    (0.75, 1e-3),      # the peak at 75 % of the budget
+    (0.875, 0.5e-3),   # (1 - 0.875) / 0.25
+    (1.0, 0.0),
+])
+def test_cramming_triangle(progress, expected):
+    schedule = schedules.of_progress("triangular", PEAK, 0.75, warmup_from=0.25)
+    assert float(schedule(progress)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+
+
+def test_budget_schedule_refuses_bad_fractions():
+    with pytest.raises(ValueError, match="warmup_fraction=1.0"):
+        schedules.of_progress("triangular", PEAK, 1.0)
+    with pytest.raises(ValueError, match="unknown shape"):
+        schedules.of_progress("cosine", PEAK, 0.1)

