@@ -108,3 +108,19 @@ def test_report_mfu_ratios_and_targets_from_canned_results():
     assert "| base bf16 ≥ 1.8× float32 | 2.00 | yes |" in markdown
     # fine-tuning rows were never run: shown as not reached, not dropped
     assert "(not reached)" in markdown and "Rows not reached" in markdown
+
+
+def test_out_of_memory_halves_the_batch_and_says_so():
+    tried = []
+
+    def run(batch):
+        tried.append(batch)
+        if batch > 64:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+        return {"tokens_per_s": 1.0}
+
+    result = dt.with_batch_halving(run, {"batch": 256}, cleanup=lambda: tried.append("freed"))
+    assert tried == [256, "freed", 128, "freed", 64]
+    assert result["batch"] == 64 and "out of memory at batch 256" in result["note"]
+    with pytest.raises(ValueError):  # anything else is the row's error, not a retry
+        dt.with_batch_halving(lambda batch: {}[batch] if False else int("x"), {"batch": 8})

@@ -207,10 +207,13 @@ def is_out_of_memory(error: BaseException) -> bool:
                                    "out of memory"))
 
 
-def with_batch_halving(run, row: dict, *, smallest: int = 4) -> dict:
-    """run(batch) -> result dict; on out-of-memory, halve the batch (noting it) and retry."""
+def with_batch_halving(run, row: dict, *, smallest: int = 4, cleanup=None) -> dict:
+    """run(batch) -> result dict; on out-of-memory, halve the batch (noting it) and retry.
+    The retry starts after the except block: until then the exception's traceback keeps the
+    failed attempt's model and optimizer state alive on the device. cleanup() frees caches."""
     batch, notes = row["batch"], []
     while True:
+        failed = False
         try:
             result = run(batch)
             result["batch"] = batch
@@ -221,8 +224,12 @@ def with_batch_halving(run, row: dict, *, smallest: int = 4) -> dict:
             if not is_out_of_memory(e) or batch // 2 < smallest:
                 raise
             notes.append(f"out of memory at batch {batch}")
+            failed = True
+        if failed:
             batch //= 2
             gc.collect()
+            if cleanup is not None:
+                cleanup()
 
 
 def emit(results_path: str, record: dict) -> None:
@@ -442,7 +449,7 @@ def jax_worker(group: dict, plan: dict, results_path: str) -> None:
                     "timed_steps": timed * timing["chain"], "compile_s": compile_s,
                     "loop_tokens_per_s": batch * row["seq"] / loop_s, "loss": loss}
 
-        return with_batch_halving(run, row)
+        return with_batch_halving(run, row, cleanup=jax.clear_caches)
 
     def tune_row(row, plan):
         calls = finetune_infer.bertlab_calls(row["build_variant"], row["batch"],
@@ -566,8 +573,9 @@ def torch_worker(group: dict, plan: dict, results_path: str) -> None:
             return {"tokens_per_s": batch * row["seq"] / median, "step_ms": 1e3 * median,
                     "timed_steps": timed * timing["chain"], "compile_s": compile_s}
 
+        empty_cache = torch.cuda.empty_cache if cuda else None
         try:
-            return with_batch_halving(run, row)
+            return with_batch_halving(run, row, cleanup=empty_cache)
         finally:
             if cuda:
                 torch.cuda.empty_cache()
