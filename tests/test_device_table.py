@@ -122,5 +122,8 @@ def test_out_of_memory_halves_the_batch_and_says_so():
     result = dt.with_batch_halving(run, {"batch": 256}, cleanup=lambda: tried.append("freed"))
     assert tried == [256, "freed", 128, "freed", 64]
     assert result["batch"] == 64 and "out of memory at batch 256" in result["note"]
+    def broken(batch):
+        raise ValueError("not a memory problem")
+
     with pytest.raises(ValueError):  # anything else is the row's error, not a retry
-        dt.with_batch_halving(lambda batch: {}[batch] if False else int("x"), {"batch": 8})
+        dt.with_batch_halving(broken, {"batch": 8})
