@@ -128,7 +128,8 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     opt.lr = 1e-4                 # peak learning rate
     opt.warmup_steps = 10_000     # linear warm-up from 0 (W)
     opt.warmup_fraction = 0.0     # > 0: the warm-up as a fraction of training (of train.num_steps,
-                                  # or of the time budget), replacing warmup_steps
+                                  # or of the time budget), replacing warmup_steps; with a
+                                  # budget and 0: warmup_steps / num_steps of the budget
     opt.warmup_from = 0.0         # time budget only: the rate at the start as a fraction of the
                                   # peak (cramming's triangle rises from 0.25 x peak)
     opt.weight_decay = 0.01       # decoupled, never on LayerNorm parameters or biases

@@ -270,3 +270,18 @@ def test_pace_keys_are_checked(corpus, tmp_path):
             ({"data__eval_mask_rate": 0.5}, "exceeds data.max_predictions")):
         with pytest.raises(TrainConfigError, match=message.replace(".", r"\.")):
             pretrain.check_config(quick_config(corpus, **overrides))
+
+
+def test_budget_warm_up_defaults_to_the_recipes_share(corpus):
+    """Without optimizer.warmup_fraction a budget warms up for warmup_steps / num_steps of it:
+    the bert recipe's 10k of 1M steps is 1 % of the time; a share >= 1 is refused."""
+    from bertlab.train.loop import TrainConfigError
+
+    config = load_config_file(os.path.join(REPO, "configs/pretrain.py:tiny,minutes=5"))
+    assert pretrain.budget_warmup(config.optimizer, config.train.num_steps) == 0.01
+    _, schedule = pretrain.make_optimizer(config)
+    np.testing.assert_allclose([float(schedule(p)) for p in (0.005, 0.01, 0.5)],
+                               [0.5e-4, 0.99e-4, 0.5e-4], rtol=1e-5)   # bert: 1 - p after W
+    config.optimizer.warmup_steps = config.train.num_steps
+    with pytest.raises(TrainConfigError, match="warm-up's share of the time budget"):
+        pretrain.check_config(config)

@@ -165,6 +165,10 @@ def check_pace(config) -> None:
     if opt.warmup_from and not train.budget_minutes:
         raise TrainConfigError(f"optimizer.warmup_from={opt.warmup_from} shapes the time-budget "
                                "schedule only: set train.budget_minutes, or warmup_from=0")
+    if train.budget_minutes > 0 and not budget_warmup(opt, train.num_steps) < 1.0:
+        raise TrainConfigError(f"optimizer.warmup_steps={opt.warmup_steps} / train.num_steps="
+                               f"{train.num_steps} is the warm-up's share of the time budget "
+                               "and must be < 1; lower it or set optimizer.warmup_fraction")
     if train.budget_minutes < 0:
         raise TrainConfigError(f"train.budget_minutes={train.budget_minutes} must be >= 0 (0: "
                                "train.num_steps alone ends the run)")
@@ -197,8 +201,15 @@ def make_optimizer(config):
         eps=opt.eps, clip_norm=opt.clip_norm, rate_in_step=timed)
     if timed:
         schedule = schedules.of_progress(optimizer_lib.SCHEDULE_SHAPES[opt.name], opt.lr,
-                                         opt.warmup_fraction, warmup_from=opt.warmup_from)
+                                         budget_warmup(opt, train.num_steps),
+                                         warmup_from=opt.warmup_from)
     return tx, schedule
+
+
+def budget_warmup(opt_config, num_steps: int) -> float:
+    """The warm-up's fraction of a time budget: optimizer.warmup_fraction, else the recipe's
+    warmup_steps / num_steps (the bert recipe's 10k of 1M: 1 %)."""
+    return float(opt_config.warmup_fraction or opt_config.warmup_steps / num_steps)
 
 
 # --------------------------------------------------------------------------------------------

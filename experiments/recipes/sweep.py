@@ -12,8 +12,9 @@ What is held equal, and what is not. Every arm trains at sequence length 128 (mo
 and roberta's 512 cut to it), with a batch of 128 sequences (the recipes' 4k-8k batches would
 give a handful of updates in 10 CPU minutes; cramming keeps its ramp, from 16 to 128, through 8
 micro-batches), and under train.budget_minutes=10, so each recipe's schedule is its own shape
-stretched over the same training time (bert_adam's and adamw's triangles, cramming's
-budget-triangle2). Everything else is the recipe: masking rate, NSP (bert only), architecture
+stretched over the same training time (bert_adam's and adamw's triangles with each recipe's
+warm-up share, cramming's budget-triangle2); each recipe's train.num_steps stays a bound the
+budget ends first. Everything else is the recipe: masking rate, NSP (bert only), architecture
 knobs, optimiser, peak learning rate. The budget is tiny and on a CPU: more compute changes
 rankings (cramming's and ModernBERT's choices are tuned for a GPU day or more), so this measures
 what each recipe does with ten CPU minutes, nothing more. The pretraining is one run per arm; the
@@ -25,7 +26,7 @@ MINUTES = 10
 COMMON_PRETRAIN = [
     "--config.data.vocab={stage:vocab}/vocab.txt", "--config.data.max_seq_length=128",
     "--config.data.batch_size=128", f"--config.train.budget_minutes={MINUTES}",
-    "--config.train.num_steps=1000000", "--config.train.eval_every=0",
+    "--config.train.eval_every=0",
     "--config.train.checkpoint_every=500", "--config.train.eval_batches=20",
     "--config.data.eval_mask_rate=0.15",   # held-out MLM loss at one masking rate for all
 ]
