@@ -8,6 +8,11 @@ SST-2 and MRPC (GLUE, from ../shared), three seeds, compared paired against `ber
   bertlab sweep experiments/recipes             # 1 vocabulary, 5 pretrainings, 30 fine-tunes
   bertlab report experiments/recipes            # -> experiments/recipes/results.md
 
+Status: the definition and its dry run (commands.sh) are committed; the results are PENDING.
+The study needs about 5 x 12 minutes of pretraining (the budget plus data creation, compilation
+and evaluation) and 30 short fine-tunes, over an hour on the 2 CPU cores this was written on,
+shared with other jobs at the time, so it was not run; results.md will hold its numbers.
+
 What is held equal, and what is not. Every arm trains at sequence length 128 (modernbert's 1024
 and roberta's 512 cut to it), with a batch of 128 sequences (the recipes' 4k-8k batches would
 give a handful of updates in 10 CPU minutes; cramming keeps its ramp, from 16 to 128, through 8
