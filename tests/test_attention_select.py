@@ -1,11 +1,9 @@
-"""experiments/bench/attention_select.py: which jax.nn.dot_product_attention implementation a
+"""bertlab/models/attention_select.py: which jax.nn.dot_product_attention implementation a
 layer asks for, and the clean fallback when cuDNN refuses (checked on the CPU, where it must)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import warnings
 
 import jax
@@ -13,9 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments", "bench"))
-
-import attention_select as sel  # noqa: E402
+from bertlab.models import attention_select as sel
 
 # BERT-base on an H100 with cuDNN 9.10, bf16, padded batches, no attention dropout: the fast path.
 H100 = sel.AttentionCase(platform="cuda", dtype="bfloat16", head_dim=64, has_dropout=False,

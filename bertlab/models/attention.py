@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertlab.models.attention_select import (AttentionCase, choose, device_facts,
+                                             dot_product_attention)
 from bertlab.models.config import BertConfig
 from bertlab.models.embedding import bert_initializer, compute_dtype
 
@@ -170,15 +172,34 @@ def explicit_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array],
 def fused_attention(q, k, v, bias, dropout: Callable[[jax.Array], jax.Array],
                     half_window: int | None = None) -> jax.Array:
     """jax.nn.dot_product_attention, which has no dropout: only used when dropout is inactive.
+    cuDNN's fused kernel where attention_select.choose allows it (bf16/fp16 on a CUDA GPU, head
+    size a multiple of 8, ...), else XLA's; a cuDNN refusal at trace time falls back to XLA.
     half_window: its local_window_size (row indices; equal to per-example positions because a
-    packed example's tokens are contiguous and cross-example pairs are masked by `bias`)."""
-    window = None if half_window is None else (half_window, half_window)
-    return jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype),
-                                        local_window_size=window, implementation="xla")
+    packed example's tokens are contiguous and cross-example pairs are masked by `bias`). cuDNN
+    windows only the left side, so there the two-sided window is folded into the bias."""
+    case = AttentionCase(dtype=jnp.dtype(q.dtype).name, head_dim=q.shape[-1], has_dropout=False,
+                         mask=bias_kind(bias), query_len=q.shape[1], key_len=k.shape[1],
+                         two_sided_window=half_window is not None, **device_facts())
+    choice = choose(case)
+    if choice.window_in_bias:
+        rows = jnp.arange(q.shape[1])[None]  # (1, T): queries and keys are the same rows here
+        bias = bias + window_bias(position_distance(rows, rows), half_window)  # (B, 1|N, T, T)
+    return dot_product_attention(q, k, v, bias, choice, half_window)
+
+
+def bias_kind(bias: jax.Array) -> str:
+    """attention_select's mask kind of an additive bias (B|1, 1|N, 1|n, T): per-key padding,
+    a packed block-diagonal one, or anything per head (ALiBi)."""
+    if bias.shape[1] != 1:
+        return "bias"
+    return "padding" if bias.shape[2] == 1 else "packed"
 
 
 # attention_kernel: how the same attention is computed (see BertConfig.attention_kernel).
-ATTENTION_KERNELS: dict[str, Callable] = {"explicit": explicit_attention, "fused": fused_attention}
+# "auto" and "fused" both take the fused kernel unless attention dropout is active (SelfAttention
+# routes that case to "explicit", the only kernel with dropout).
+ATTENTION_KERNELS: dict[str, Callable] = {
+    "explicit": explicit_attention, "fused": fused_attention, "auto": fused_attention}
 
 
 # One (H, 3H) matmul for query, key and value instead of three (H, H) ones (see SelfAttention).
@@ -274,7 +295,7 @@ class SelfAttention(nn.Module):
         kernel_name = "explicit" if dropout_active else config.attention_kernel
         half_window = None if is_global else config.local_window // 2
         # The fused kernel windows by row index: right when queries and keys are the same rows.
-        fused_window = (half_window if kernel_name == "fused" and query_index is None
+        fused_window = (half_window if kernel_name != "explicit" and query_index is None
                         and n == seq_len else None)
         alibi = config.position_embedding == "alibi"
         if alibi or (half_window is not None and fused_window is None):

@@ -1,8 +1,8 @@
 """Which implementation of jax.nn.dot_product_attention a layer should ask for (issue 18).
 
-A proposal, kept out of bertlab/models until the model knobs settle: `choose` is a pure function
-of what is known at trace time (platform, dtype, head size, dropout, mask kind, lengths), so the
-decision is testable on a CPU, and `dot_product_attention` applies it with a clean fallback.
+bertlab.models.attention.fused_attention asks `choose`, a pure function of what is known at
+trace time (platform, dtype, head size, dropout, mask kind, lengths), so the decision is
+testable on a CPU, and `dot_product_attention` applies it with a clean fallback.
 
 What jax 0.10.2 offers (read from jax/_src/nn/functions.py and
 jax/_src/cudnn/fused_attention_stablehlo.py of that release):

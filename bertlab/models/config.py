@@ -18,7 +18,8 @@ from typing import Any, Mapping
 ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "geglu", "swiglu")
 POSITION_EMBEDDING_NAMES = ("learned", "sinusoidal", "scaled_sinusoidal", "rotary", "alibi", "none")
 DTYPE_NAMES = ("float32", "bfloat16")
-ATTENTION_KERNEL_NAMES = ("explicit", "fused")
+ATTENTION_KERNEL_NAMES = ("explicit", "fused", "auto")
+REMAT_NAMES = ("none", "layer", "dots")
 NORM_NAMES = ("layernorm", "rmsnorm")
 POOLER_NAMES = ("tanh", "transform")
 CLASSIFIER_POOLING_NAMES = ("cls", "mean")
@@ -57,6 +58,12 @@ class BertConfig:
     # size, measured), or "fused" jax.nn.dot_product_attention where no attention dropout is
     # active (evaluation, or attention_dropout=0). Same numbers either way (tested).
     attention_kernel: str = "explicit"
+    # Rematerialisation (issue 18 item 3), memory for compute, same numbers: "none" keeps every
+    # activation for the backward pass; "layer" keeps only each encoder layer's input and runs
+    # the layer again (about one more forward); "dots" keeps the projections' and feed-forward's
+    # matmul outputs and recomputes attention scores, softmax, norms and activations. For large
+    # models or long sequences whose batch does not fit otherwise.
+    remat: str = "none"
 
     # ---- Recipe knobs (issue 17). Each default is the original BERT; the README's knob table
     # says which recipe sets what (cramming, MosaicBERT, ModernBERT).
@@ -92,6 +99,7 @@ class BertConfig:
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDING_NAMES)
         _check_choice("dtype", self.dtype, DTYPE_NAMES)
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNEL_NAMES)
+        _check_choice("remat", self.remat, REMAT_NAMES)
         _check_choice("norm", self.norm, NORM_NAMES)
         _check_choice("pooler", self.pooler, POOLER_NAMES)
         _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLING_NAMES)

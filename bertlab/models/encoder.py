@@ -118,13 +118,16 @@ class Intermediate(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One transformer block. Scope: encoder/layer_N."""
+    """One transformer block. Scope: encoder/layer_N.
+
+    Arguments may come positionally (unlike the other modules) because nn.remat marks static
+    arguments by position: deterministic and num_queries pick Python branches."""
 
     config: BertConfig
     layer_index: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool = True,
+    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool = True,
                  num_queries: int | None = None, positions: jax.Array | None = None,
                  query_index: jax.Array | None = None):
         x = Attention(self.config, self.layer_index, name="attention")(
@@ -133,6 +136,24 @@ class EncoderLayer(nn.Module):
         hidden = Intermediate(self.config, name="intermediate")(x)
         return ResidualOutput(self.config, self.config.mlp_bias, name="output")(
             hidden, x, deterministic=deterministic)
+
+
+# remat knob: what the backward pass keeps of each layer's forward (see BertConfig.remat).
+# static_argnums count `self` as 0: x 1, bias 2, deterministic 3, num_queries 4.
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "layer": None,  # only the layer's inputs: the whole layer runs again in the backward pass
+    # matmul outputs without batch dimensions (the projections and the feed-forward) are kept;
+    # the attention einsums (batched over B, N), softmax, norms and activations run again
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def layer_module(remat: str) -> type[nn.Module]:
+    """EncoderLayer, or it wrapped in nn.remat; the wrapper keeps the scope name it is given,
+    so parameter paths (encoder/layer_N/...) and checkpoints are the same with or without."""
+    if remat == "none":
+        return EncoderLayer
+    return nn.remat(EncoderLayer, static_argnums=(3, 4), policy=REMAT_POLICIES[remat])
 
 
 class Encoder(nn.Module):
@@ -158,13 +179,15 @@ class Encoder(nn.Module):
                  num_queries: int | None = None, positions: jax.Array | None = None,
                  last_query_index: jax.Array | None = None, last_bias: jax.Array | None = None):
         count = self.config.num_layers if self.num_layers is None else self.num_layers
+        layer_class = layer_module(self.config.remat)
         for index in range(count):
             last = index == count - 1
             select = last and last_query_index is not None
-            x = EncoderLayer(self.config, index, name=f"layer_{index}")(
-                x, last_bias if select else bias, deterministic=deterministic,
-                num_queries=num_queries if last else None, positions=positions,
-                query_index=last_query_index if select else None)
+            # Positional: remat's static arguments (deterministic, num_queries) are positions.
+            x = layer_class(self.config, index, name=f"layer_{index}")(
+                x, last_bias if select else bias, deterministic,
+                num_queries if last else None, positions,
+                last_query_index if select else None)
         if self.config.pre_ln:
             x = layer_norm(self.config, "LayerNorm")(x)
         return x

@@ -308,8 +308,7 @@ def jax_worker(group: dict, plan: dict, results_path: str) -> None:
 
     def env(row, plan):
         device = jax.devices()[0]
-        sys.path.insert(0, HERE)
-        import attention_select
+        from bertlab.models import attention_select
         facts = attention_select.device_facts(device)
         return {"jax": jax.__version__, "platform": device.platform,
                 "device": getattr(device, "device_kind", str(device)),
@@ -330,7 +329,7 @@ def jax_worker(group: dict, plan: dict, results_path: str) -> None:
 
         import jax.numpy as jnp
 
-        import attention_select as sel
+        from bertlab.models import attention_select as sel
         from bertlab.models.attention import attention_probs, weighted_values
 
         batch, seq, heads, head_dim = (2, 32, 2, 16) if plan["dry_run"] else (32, 128, 12, 64)
