@@ -76,7 +76,8 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     model.pre_ln = False                 # True: LayerNorm before each sub-layer (pre-LN)
     model.tie_embeddings = True          # MLM decoder reuses the word-embedding table
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
-    model.attention_kernel = "explicit"  # explicit einsums | fused (jax.nn.dot_product_attention)
+    model.attention_kernel = "explicit"  # explicit | fused | auto (fused: cuDNN on GPU, no attn dropout)
+    model.remat = "none"                 # none | layer | dots: recompute layers in the backward pass
     # recipe knobs (defaults: the original BERT; the README's knob table says which recipe sets what)
     model.norm = "layernorm"             # layernorm | rmsnorm (needs norm_bias=False)
     model.norm_bias = True               # LayerNorm's learned shift
