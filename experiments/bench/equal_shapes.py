@@ -30,7 +30,7 @@ A second table times bare float32 matmuls at the layers' shapes: XLA (under each
 arm), torch and numpy, interleaved the same way.
 
     .venv/bin/python experiments/bench/equal_shapes.py                    # a few minutes
-    .venv/bin/python experiments/bench/equal_shapes.py --quick            # about a minute
+    .venv/bin/python experiments/bench/equal_shapes.py --quick            # tiny + MiniLM, one peer
     .venv/bin/python experiments/bench/equal_shapes.py --sizes minilm --variants all --reps 5
     .venv/bin/python experiments/bench/equal_shapes.py --threads 1   # one core each (busy machine)
 
@@ -444,7 +444,8 @@ def main(argv=None) -> int:
     parser.add_argument("--matmul-reps", type=int, default=5)
     parser.add_argument("--no-matmul", action="store_true")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny and minilm, torch-sdpa only, 2 timed calls: about a minute")
+                        help="tiny and minilm, torch-sdpa only, 2 timed calls (6 minutes with "
+                             "--threads 1 on the busy 2-core machine, load 8)")
     parser.add_argument("--no-runtime", action="store_true",
                         help="skip bertlab.runtime.configure() (XLA's own defaults)")
     parser.add_argument("--threads", type=int, default=0,
