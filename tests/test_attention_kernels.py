@@ -41,6 +41,9 @@ def test_auto_is_a_valid_kernel_and_remat_names_match_the_policies():
         BertConfig(remat="full")
     with pytest.raises(ConfigError, match="attention_kernel='cudnn' is not one of"):
         BertConfig(attention_kernel="cudnn")
+    # a config written before the knob existed loads with remat off
+    old = {k: v for k, v in config_module.config_to_dict(BertConfig()).items() if k != "remat"}
+    assert config_module.config_from_dict(old).remat == "none"
 
 
 def test_auto_with_attention_dropout_uses_the_explicit_kernel(monkeypatch):
@@ -157,7 +160,7 @@ def mlm_grads(cfg: BertConfig, params, key):
 
 @pytest.mark.parametrize("remat", ["layer", "dots"])
 def test_remat_gives_the_same_gradients_names_and_one_compile(remat):
-    cfg = config(hidden_dropout=0.1, attention_dropout=0.1, num_layers=3)
+    cfg = config(hidden_dropout=0.1, attention_dropout=0.1)
     batch, positions = mlm_batch()
     plain = BertForPreTraining(cfg)
     params = plain.init(jax.random.PRNGKey(0), batch["token_ids"], batch["segment_ids"],
