@@ -60,10 +60,11 @@ class BertConfig:
     # active (evaluation, or attention_dropout=0 as the modern recipes train); attention dropout
     # always runs the explicit kernel. "auto" and "fused" route the same; "auto" names the
     # intent. Same numbers either way (tested within 1e-5 in float32).
-    # Default stays "explicit": measured on this 2-core CPU (busy, 3 interleaved repetitions,
-    # MiniLM L12 H384 A12, batch 16 x 128, attention_dropout=0, adamw step) the train step took
-    # 12.6 / 13.9 / 17.9 s explicit vs 16.6 / 16.7 / 21.3 s auto (auto ~20-30 % slower), inference
-    # 3.1 / 5.5 / 5.2 s vs 3.2 / 4.5 / 5.7 s (even); logits within 1.6e-6. On a GPU set "auto".
+    # Default stays "explicit", auto not being shown "not slower" on the CPU: MiniLM (L12 H384
+    # A12), batch 16 x 128, attention_dropout=0, MLM + adamw step, shared 2-core CPU, three runs
+    # of 3 interleaved repetitions, fastest repetition explicit vs auto: train 12.6 vs 16.6 s,
+    # 8.04 vs 8.09 s, 5.33 vs 5.55 s (auto 1-30 % slower); inference 3.07 vs 3.20 s, 2.12 vs
+    # 1.81 s, 1.44 vs 1.26 s (even); logits within 1.6e-6. On a GPU set "auto" (cuDNN, bf16).
     attention_kernel: str = "explicit"
     # Rematerialisation (issue 18 item 3), memory for compute, same numbers: "none" keeps every
     # activation for the backward pass; "layer" keeps only each encoder layer's input and runs
