@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bertlab.text.tokenizer import pack_ids
+from bertlab.text.tokenizer import pack_texts
 from bertlab.text.vocab import CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK, Vocab, VocabError
 
 REQUIRED_SPECIALS = (CLS, SEP, PAD, MASK)
@@ -105,15 +105,7 @@ class BpeTokenizer:
              max_length: int = 128) -> dict[str, np.ndarray]:
         """Texts (and optional second texts) -> int32 token_ids, segment_ids, attention_mask
         (B, max_length), laid out and truncated as Tokenizer.pack (pack_ids)."""
-        for name, value in (("texts", texts), ("pairs", pairs)):
-            if isinstance(value, str):
-                raise TypeError(f"pack: {name} must be a sequence of strings, not one string "
-                                f"(wrap it in a list)")
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"pack: {len(texts)} texts but {len(pairs)} pairs")
-        ids_a = self.encode_batch(texts)
-        ids_b = None if pairs is None else self.encode_batch(pairs)
-        return pack_ids(ids_a, ids_b, max_length=max_length, vocab=self.vocab)
+        return pack_texts(self, texts, pairs, max_length)
 
 
 def load_tokenizer(path: str | os.PathLike, lower_case: bool | None = None, **options):

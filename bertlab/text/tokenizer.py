@@ -285,12 +285,19 @@ class Tokenizer:
              max_length: int = 128) -> dict[str, np.ndarray]:
         """Texts (and optional second texts) -> int32 `token_ids`, `segment_ids`,
         `attention_mask` of shape (B, max_length); see pack_ids for the truncation rule."""
-        for name, value in (("texts", texts), ("pairs", pairs)):
-            if isinstance(value, str):
-                raise TypeError(f"pack: {name} must be a sequence of strings, not one string "
-                                f"(wrap it in a list)")
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"pack: {len(texts)} texts but {len(pairs)} pairs")
-        ids_a = self.encode_batch(texts)
-        ids_b = None if pairs is None else self.encode_batch(pairs)
-        return pack_ids(ids_a, ids_b, max_length=max_length, vocab=self.vocab)
+        return pack_texts(self, texts, pairs, max_length)
+
+
+def pack_texts(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,
+               max_length: int) -> dict[str, np.ndarray]:
+    """pack() of any tokenizer with encode_batch and vocab (WordPiece here, BPE in text/bpe.py):
+    one checking and layout rule for both."""
+    for name, value in (("texts", texts), ("pairs", pairs)):
+        if isinstance(value, str):
+            raise TypeError(f"pack: {name} must be a sequence of strings, not one string "
+                            f"(wrap it in a list)")
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"pack: {len(texts)} texts but {len(pairs)} pairs")
+    ids_a = tokenizer.encode_batch(texts)
+    ids_b = None if pairs is None else tokenizer.encode_batch(pairs)
+    return pack_ids(ids_a, ids_b, max_length=max_length, vocab=tokenizer.vocab)
