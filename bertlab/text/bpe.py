@@ -68,7 +68,12 @@ class BpeTokenizer:
     def from_file(cls, path: str | os.PathLike, lower_case: bool | None = None,
                   **unused) -> "BpeTokenizer":
         """Reads tokenizer.json. lower_case must be None or False: casing is the file's."""
-        from tokenizers import Tokenizer as Backend
+        try:
+            from tokenizers import Tokenizer as Backend
+        except ImportError:
+            raise VocabError(f"{path}: reading a tokenizer.json (BPE, e.g. ModernBERT) needs the "
+                             "tokenizers library; install it with: pip install "
+                             "'bertlab[modernbert]'") from None
 
         if lower_case:
             raise ValueError(f"{path}: a tokenizer.json carries its own normalisation; "
