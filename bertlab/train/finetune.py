@@ -354,6 +354,17 @@ def epoch_train_metrics(spec: TaskSpec, parts: list, labels: np.ndarray) -> dict
     return {"loss": loss, **task_metrics(spec, logits, labels[rows])}
 
 
+def evaluate_split(prepared, training, state, encoded: dict, metric: str
+                   ) -> tuple[np.ndarray, dict]:
+    """(logits, metrics) of `state` on an encoded split: the task's metrics plus the selection
+    metric, as every epoch's eval and the final test score them."""
+    spec = prepared.data.spec
+    logits, losses = run_eval(training.eval_step, state, encoded, training.eval_batch,
+                              prepared.mesh, packed=prepared.config.data.packing)
+    result = score(spec, logits, losses, encoded["labels"])
+    return logits, selection.with_selected(result, metric, spec, logits, encoded["labels"])
+
+
 def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str) -> dict:
     """Trains one seed in seed_dir and returns (and writes) its result.json."""
     config, spec, mesh = prepared.config, prepared.data.spec, prepared.mesh
@@ -387,11 +398,8 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                                                     step=step, plan=plan)
             epochs_run = epoch
             writer.write(step, "train_epoch", {"epoch": epoch, **train_result})
-            logits, losses = run_eval(training.eval_step, state, prepared.eval,
-                                      training.eval_batch, mesh, packed=config.data.packing)
-            eval_result = selection.with_selected(
-                score(spec, logits, losses, prepared.eval["labels"]), metric, spec, logits,
-                prepared.eval["labels"])
+            logits, eval_result = evaluate_split(prepared, training, state, prepared.eval,
+                                                 metric)
             writer.write(step, "eval", {"epoch": epoch, **eval_result})
             # strictly better only: a tie keeps the earlier epoch (bertlab.train.selection)
             improved = selection.improves(eval_result, best, metric)
@@ -420,11 +428,8 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
         test_result = None
         if prepared.test is not None:
             best_state = state.replace(params=mesh_lib.replicate(best_params, mesh))
-            logits, losses = run_eval(training.eval_step, best_state, prepared.test,
-                                      training.eval_batch, mesh, packed=config.data.packing)
-            test_result = selection.with_selected(
-                score(spec, logits, losses, prepared.test["labels"]), metric, spec, logits,
-                prepared.test["labels"])
+            _, test_result = evaluate_split(prepared, training, best_state, prepared.test,
+                                            metric)
             writer.write(step, "test", {"epoch": best_epoch, **test_result})
             writer.message(f"seed {seed} test (epoch {best_epoch} weights): "
                            f"{_format(test_result, spec)}")
