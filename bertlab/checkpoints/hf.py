@@ -303,6 +303,15 @@ def _read_torch_zip(path: pathlib.Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ load / save
 
 
+def read_hf_config(directory: pathlib.Path) -> tuple[dict, str]:
+    """(config.json's values, its path) of a HuggingFace model directory, for every HF layout
+    (BERT here, ModernBERT in bertlab.checkpoints.modernbert)."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{directory}: no config.json (not a HuggingFace model directory)")
+    return json.loads(config_file.read_text()), str(config_file)
+
+
 def load_hf(path: str | os.PathLike, model: str = "auto", *, strict: bool = True,
             init_missing: bool = False, seed: int = 0) -> tuple[BertConfig, dict]:
     """A HuggingFace BERT directory -> (BertConfig, params tree of `model`).
@@ -315,11 +324,8 @@ def load_hf(path: str | os.PathLike, model: str = "auto", *, strict: bool = True
     Works with or without the "bert." prefix and with old LayerNorm.gamma/beta names.
     """
     directory = pathlib.Path(path)
-    config_file = directory / "config.json"
-    if not config_file.exists():
-        raise CheckpointError(f"{directory}: no config.json (not a HuggingFace model directory)")
-    values = json.loads(config_file.read_text())
-    config = config_from_hf(values, str(config_file))
+    values, config_file = read_hf_config(directory)
+    config = config_from_hf(values, config_file)
     source = hf_tensor_source(directory)
     num_labels = None
     if model == "classification":

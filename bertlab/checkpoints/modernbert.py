@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bertlab.checkpoints.hf import read_hf_config
 from bertlab.checkpoints.names import (CheckpointError, Path, TensorSource, assemble,
                                        expected_shapes, flatten_params)
 from bertlab.models.config import BertConfig, ConfigError
@@ -247,11 +248,8 @@ def load_modernbert(path: str | os.PathLike, model: str = "auto", *, strict: boo
     in a warning; any other missing tensor is a CheckpointError naming it.
     """
     directory = pathlib.Path(path)
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{directory}: no config.json (not a HuggingFace model directory)")
-    values = json.loads(config_file.read_text())
-    config = config_from_modernbert(values, str(config_file))
+    values, config_file = read_hf_config(directory)
+    config = config_from_modernbert(values, config_file)
     source = modernbert_source(directory)
     head_is_pooler = "classifier.weight" in source.shapes
     auto_kind = ("classification" if head_is_pooler
