@@ -14,4 +14,4 @@ _SPEC.loader.exec_module(_BASE)
 
 
 def get_study():
-    return _BASE.study("mrpc", 512, "f1")
+    return _BASE.study("mrpc", 1024, "f1", epochs=2)
