@@ -146,6 +146,8 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     train.budget_minutes = 0.0    # > 0: training ends after this much TRAINING time (compilation,
                                   # evaluations and saves excluded) and the learning rate follows
                                   # elapsed / budget (bertlab.train.budget); resumes continue it
+    train.budget_clock = "wall"   # the budget's clock: "wall", or "cpu" (process CPU seconds: fair
+                                  # between runs pinned to one core each on a shared machine)
     train.batch_ramp = 0.0        # > 0: the update grows linearly from one micro-batch (data.
                                   # batch_size / optimizer.grad_accum_steps) to data.batch_size
                                   # over this fraction of training (of steps, or of the budget)

@@ -227,6 +227,29 @@ def test_a_resumed_run_continues_the_budget(corpus, tmp_path, fake_clock):
     np.testing.assert_allclose([lines[s]["train_seconds"] for s in (4, 5, 6)], [3.0, 4.5, 6.0])
 
 
+def test_cpu_budget_clock_reads_process_cpu_time(monkeypatch):
+    """budget_clock="cpu" reads time.process_time: a sleep spends no budget, work does; the
+    wall clock sees both."""
+    import time
+
+    from ml_collections import ConfigDict
+    train = ConfigDict({"budget_minutes": 1.0, "batch_ramp": 0.0, "num_steps": 10,
+                        "budget_clock": "cpu"})
+    cpu, wall = budget.Pace(train, 1), budget.Pace(ConfigDict({**train, "budget_clock": "wall"}), 1)
+    for pace in (cpu, wall):
+        pace.clock.restart()
+    time.sleep(0.3)
+    for pace in (cpu, wall):
+        pace.clock.tick()
+    assert cpu.clock.elapsed < 0.05 and wall.clock.elapsed >= 0.3
+    readings = iter([5.0, 7.5])
+    monkeypatch.setattr(budget, "cpu_now", lambda: next(readings))
+    pace = budget.Pace(train, 1, elapsed=30.0)
+    pace.clock.tick()
+    pace.clock.tick()
+    assert pace.clock.elapsed == 32.5 and pace.fraction(0) == 32.5 / 60.0
+
+
 def capture_train_steps(monkeypatch):
     compiled = []
     original = steps.jit_train_step
@@ -267,7 +290,8 @@ def test_pace_keys_are_checked(corpus, tmp_path):
             ({"train__batch_ramp": 0.5}, "optimizer.grad_accum_steps >= 2"),
             ({"train__budget_minutes": -1.0}, "train.budget_minutes=-1.0"),
             ({"optimizer__warmup_from": 0.25}, "set train.budget_minutes"),
-            ({"data__eval_mask_rate": 0.5}, "exceeds data.max_predictions")):
+            ({"data__eval_mask_rate": 0.5}, "exceeds data.max_predictions"),
+            ({"train__budget_clock": "gpu"}, "train.budget_clock='gpu' must be one of wall, cpu")):
         with pytest.raises(TrainConfigError, match=message.replace(".", r"\.")):
             pretrain.check_config(quick_config(corpus, **overrides))
 

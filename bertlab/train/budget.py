@@ -10,6 +10,14 @@ and is not counted, nor are evaluations and checkpoint saves. The elapsed second
 every checkpoint's meta (`train_seconds`), so a resumed run continues its budget where it
 stopped. The progress reaches the step as a float scalar: one compiled step for the whole run.
 
+Which clock (train.budget_clock): "wall" (the default) counts wall-clock seconds, what a budget
+on a machine of your own means. "cpu" counts this process's CPU seconds (time.process_time: all
+its threads together) over the same intervals. On a shared machine that is the fair clock for
+comparing runs: a run that waits for the CPU spends no budget while it waits. It is comparable
+between runs only when they use the same number of compute threads (pin each run to one core and
+one XLA thread, as experiments/recipes does), and it means nothing for work on an accelerator,
+where the host mostly waits.
+
 Batch-size ramp (cramming's batch_size_ramp): the examples per update grow linearly from one
 micro-batch (data.batch_size / optimizer.grad_accum_steps) to data.batch_size over the first
 train.batch_ramp fraction of training (of the steps, or of the budget), in whole micro-batches.
@@ -84,9 +92,17 @@ def ramp_batch(micro_batches: list[dict], total: int) -> dict:
     return out
 
 
+CLOCKS = ("wall", "cpu")
+
+
 def now() -> float:
-    """The clock a run's TrainingClock reads (tests replace it with a fake one)."""
+    """The wall clock a run's TrainingClock reads (tests replace it with a fake one)."""
     return time.perf_counter()
+
+
+def cpu_now() -> float:
+    """The CPU clock (train.budget_clock="cpu"): this process's CPU seconds, all threads."""
+    return time.process_time()
 
 
 class Pace:
@@ -99,7 +115,8 @@ class Pace:
         self.ramp = float(train_config.batch_ramp)
         self.num_steps = int(train_config.num_steps)
         self.accum_steps = int(accum_steps)
-        self.clock = TrainingClock(elapsed, clock=lambda: now())
+        read = cpu_now if train_config.get("budget_clock", "wall") == "cpu" else now
+        self.clock = TrainingClock(elapsed, clock=lambda: read())
 
     @property
     def timed(self) -> bool:

@@ -169,6 +169,9 @@ def check_pace(config) -> None:
         raise TrainConfigError(f"optimizer.warmup_steps={opt.warmup_steps} / train.num_steps="
                                f"{train.num_steps} is the warm-up's share of the time budget "
                                "and must be < 1; lower it or set optimizer.warmup_fraction")
+    if train.get("budget_clock", "wall") not in budget.CLOCKS:
+        raise TrainConfigError(f"train.budget_clock={train.budget_clock!r} must be one of "
+                               f"{', '.join(budget.CLOCKS)}")
     if train.budget_minutes < 0:
         raise TrainConfigError(f"train.budget_minutes={train.budget_minutes} must be >= 0 (0: "
                                "train.num_steps alone ends the run)")
