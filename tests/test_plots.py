@@ -61,3 +61,33 @@ def test_the_eval_curve_is_labelled_by_its_split(tmp_path, monkeypatch):
     plot_seed_curves([path], str(tmp_path / "all.png"), metric="accuracy")
     assert labels == [[["train", "test"], ["train", "test"]],
                       [["train", "validation"], ["train", "validation"]]]
+
+
+def test_curves_plot_and_title_the_selection_metric(tmp_path, monkeypatch):
+    """The right panel is the run's train.select_metric (F1 for MRPC, not the registry's
+    accuracy/F1 mean), titled as the selector; with select_metric=loss, one panel."""
+    from matplotlib.figure import Figure
+
+    panels = []
+    real_savefig = Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        panels.append([(axes.get_ylabel(), axes.get_title(),
+                        [list(line.get_ydata()) for line in axes.get_lines()])
+                       for axes in figure.axes])
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    path = write(tmp_path, [
+        (4, "train_epoch", {"epoch": 1, "loss": 0.6, "accuracy": 0.7, "f1": 0.75,
+                            "accuracy_and_f1": 0.725}),
+        (4, "eval", {"epoch": 1, "loss": 0.5, "accuracy": 0.8, "f1": 0.6, "accuracy_and_f1": 0.7}),
+        (8, "train_epoch", {"epoch": 2, "loss": 0.4, "accuracy": 0.9, "f1": 0.85,
+                            "accuracy_and_f1": 0.875}),
+        (8, "eval", {"epoch": 2, "loss": 0.45, "accuracy": 0.7, "f1": 0.9, "accuracy_and_f1": 0.8})])
+    plot_epoch_curves(path, str(tmp_path / "f1.png"), metric="f1")
+    plot_seed_curves([path], str(tmp_path / "loss.png"), metric="loss")
+    assert panels == [
+        [("loss", "", [[0.6, 0.4], [0.5, 0.45]]),
+         ("f1", "f1: selects the best epoch", [[0.75, 0.85], [0.6, 0.9]])],
+        [("loss", "loss: selects the best epoch", [[0.6, 0.4], [0.5, 0.45]])]]

@@ -46,9 +46,17 @@ def test_the_docstring_lists_every_recipe_and_each_cites_its_source():
     assert set(module.RECIPES) == set(RECIPES)
     for name in RECIPES:
         assert name in module.__doc__
-    for name, fn in module.RECIPES.items():
-        if fn is not None:
-            assert any(year in fn.__doc__ for year in ("2019", "2022", "2023", "2024")), name
+    for name, recipe in module.RECIPES.items():
+        assert any(year in recipe.source for year in ("2019", "2022", "2023", "2024")), name
+
+
+def test_a_preset_table_key_the_config_lacks_is_refused():
+    module = config_module()
+    config = module.variant_config("tiny")
+    with pytest.raises(KeyError, match=r"model\.pre_lm in a preset table is not a key"):
+        module.apply(config, {"model": {"pre_lm": True}})
+    module.apply(config, {"model": {"pre_ln": True}, "train": {"num_steps": 7}})
+    assert (config.model.pre_ln, config.train.num_steps) == (True, 7)
 
 
 def test_recipe_values_from_their_sources():

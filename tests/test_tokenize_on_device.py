@@ -9,6 +9,7 @@ canonical-reordering corner, uncased only), and every text is valid UTF-8 that f
 import json
 import os
 import random
+import shutil
 
 import jax
 import numpy as np
@@ -21,7 +22,7 @@ from bertlab.config_cli import load_config_file
 from bertlab.data.pretraining import on_device
 from bertlab.data.pretraining.create import create_pretraining_data
 from bertlab.data.pretraining.segment_text import document_texts, line_layout
-from bertlab.data.pretraining.shards import ShardedExamples
+from bertlab.data.pretraining.shards import ShardedExamples, ShardError
 from bertlab.data.pretraining.text_shards import TextExamples, segment_checksum
 from bertlab.train.metric_writer import read_metrics
 from bertlab.text.tokenizer import Tokenizer
@@ -249,6 +250,23 @@ def test_resume_switching_between_host_and_device(prepared, host_run, tmp_path):
     assert meta["data"] == want_meta["data"]
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_text_shards_name_missing_and_corrupt_files(tmp_path, hand_dataset):
+    """The same one-line errors as the id shards (shards.open_npy opens both formats' files)."""
+    data = tmp_path / "data"
+    shutil.copytree(hand_dataset, data)
+    text_dir = data / "train" / "text"
+    (text_dir / "shard-00000.cuts.npy").unlink()
+    with pytest.raises(ShardError, match=r"shard-00000\.cuts\.npy: shard file missing"):
+        TextExamples.open(data / "train")
+    (text_dir / "shard-00000.cuts.npy").write_bytes(b"not numpy")
+    with pytest.raises(ShardError, match=r"shard-00000\.cuts\.npy: not a readable \.npy file"):
+        TextExamples.open(data / "train")
+    np.save(text_dir / "shard-00000.cuts.npy", np.zeros((2, 4), np.int32))
+    with pytest.raises(ShardError, match=r"shard-00000\.cuts\.npy: expected shape \(\d+, 4\), "
+                                         r"found \(2, 4\)"):
+        TextExamples.open(data / "train")
 
 
 def test_dataset_without_raw_text_is_refused(tmp_path, hand):

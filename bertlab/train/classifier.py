@@ -64,8 +64,8 @@ def learn_task_vocab(data_config, train: Split, *, log=print):
 
 
 def finetune_model_config(config, backbone: init_from_lib.Backbone) -> BertConfig:
-    """The backbone's config with the run's dropout/dtype overrides; size overrides are refused
-    (they cannot change a pretrained checkpoint's shapes)."""
+    """The backbone's config with the run's dropout/dtype/remat overrides (none of them changes a
+    weight); size overrides are refused (they cannot change a pretrained checkpoint's shapes)."""
     model, max_seq_length = config.model, config.data.max_seq_length
     if backbone.kind == "scratch":
         model_config = backbone.config
@@ -80,7 +80,8 @@ def finetune_model_config(config, backbone: init_from_lib.Backbone) -> BertConfi
         overrides = {key: model[key] for key in ("hidden_dropout", "attention_dropout")
                      if model[key] is not None}
         try:
-            model_config = dataclasses.replace(backbone.config, dtype=model.dtype, **overrides)
+            model_config = dataclasses.replace(backbone.config, dtype=model.dtype,
+                                               remat=model.remat, **overrides)
         except ConfigError as e:
             raise TrainConfigError(str(e).replace("BertConfig.", "model.")) from None
     if (model_config.position_embedding == "learned"

@@ -4,6 +4,14 @@
 "eval", <name>: <float>, ...}`, appended across resumes (a resumed run may repeat steps after the
 last checkpoint; readers keep the last line for each (split, step)). Only process 0 writes.
 
+TensorBoard gets a new events file per start. A start after an earlier one (a resume from the
+checkpoint at `initial_step`) opens its file with TensorBoard's own restart marker, a
+SessionLog START event at step initial_step + 1 (tensorboardX's purge_step): TensorBoard then
+drops every earlier event of a later step, the steps this start redoes, as trim_metrics moves
+their metrics.jsonl lines to metrics.abandoned.jsonl (bertlab.checkpoints.training_state), so
+the dashboard and metrics.jsonl show the same history. The event files themselves keep those
+events (nothing is deleted); TensorBoard hides them when it reads the directory in name order.
+
 Files are opened at the first record, not before: a start that writes nothing (a rerun of a
 finished run) leaves no empty events file behind. A write that fails (a full disk) is an
 OSError naming metrics.jsonl or the events directory (bertlab.failures.naming).
@@ -19,6 +27,7 @@ from typing import Mapping
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+EVENTS_MARK = ".tfevents."  # in every events file's name (events.out.tfevents.<time>.<host>)
 
 
 def _jsonable(value):
@@ -31,7 +40,10 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0,
                  enabled: bool = True, progress: bool = True):
+        """initial_step: the step this start resumes from (0: a fresh start); the bar starts
+        there, and an earlier start's TensorBoard events after it are purged."""
         self.enabled = enabled
+        self.initial_step = initial_step
         self.path = os.path.join(workdir, METRICS_FILE)
         self.tensorboard_dir = os.path.join(workdir, TENSORBOARD_DIR)
         self._file = self._tensorboard = self._bar = None
@@ -58,9 +70,7 @@ class MetricWriter:
             self._file.flush()
         with naming(self.tensorboard_dir):
             if self._tensorboard is None:
-                from tensorboardX import SummaryWriter  # deferred: import cost only when logging
-
-                self._tensorboard = SummaryWriter(self.tensorboard_dir)
+                self._tensorboard = open_tensorboard(self.tensorboard_dir, self.initial_step)
             for name, value in scalars.items():
                 self._tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
             self._tensorboard.flush()
@@ -91,6 +101,21 @@ class MetricWriter:
         if self._file is not None:
             self._file.close()
         self._file = self._tensorboard = self._bar = None
+
+
+def open_tensorboard(directory: str, initial_step: int):
+    """A SummaryWriter on a new events file in `directory`. With an earlier start's files there,
+    the new one starts with a purge at initial_step + 1 and gets a suffix that sorts it after
+    them: tensorboardX names files by the second and opens them for writing, so two starts in
+    one second would otherwise share (and truncate) one file."""
+    from tensorboardX import SummaryWriter  # deferred: import cost only when logging
+
+    earlier = [name for name in (os.listdir(directory) if os.path.isdir(directory) else [])
+               if EVENTS_MARK in name]
+    if not earlier:
+        return SummaryWriter(directory)
+    return SummaryWriter(directory, purge_step=int(initial_step) + 1,
+                         filename_suffix=f".start{len(earlier):04d}")
 
 
 def read_metrics(path: str) -> dict[str, dict[int, dict]]:

@@ -167,13 +167,20 @@ class _Shard:
     nsp: np.ndarray  # (n,) memmap
 
 
-def _load_array(path: str, dtype_kind: str, expected_len: int | None) -> np.ndarray:
+def open_npy(path: str) -> np.ndarray:
+    """Memory-maps one shard file (nothing is read yet). The id shards and the raw-text shards
+    (text_shards.py) both open their files here, so a missing or corrupt file is one ShardError
+    naming it, whichever format it belongs to; the caller checks the shape it expects."""
     if not os.path.exists(path):
         raise ShardError(f"{path}: shard file missing")
     try:
-        array = np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise ShardError(f"{path}: not a readable .npy file ({e})") from None
+
+
+def _load_array(path: str, dtype_kind: str, expected_len: int | None) -> np.ndarray:
+    array = open_npy(path)
     if array.ndim != 1 or array.dtype.kind not in dtype_kind:
         raise ShardError(f"{path}: expected a 1-d integer array, found {array.dtype} {array.shape}")
     if expected_len is not None and len(array) != expected_len:

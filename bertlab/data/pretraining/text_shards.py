@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertlab.data.pretraining.shards import DATASET_META_FILE, INDEX_FILE, ShardError, rows_by_shard
+from bertlab.data.pretraining.shards import (DATASET_META_FILE, INDEX_FILE, ShardError, open_npy,
+                                             rows_by_shard, shard_file)
 from bertlab.failures import naming
 
 FORMAT = "bertlab-text-shards"
@@ -40,10 +41,6 @@ def segment_checksum(ids: np.ndarray) -> int:
     ids = np.asarray(ids, np.uint64)
     weights = (np.arange(1, len(ids) + 1, dtype=np.uint64) * CHECKSUM_MULTIPLIER) % (1 << 32)
     return int(np.sum((ids + 1) * weights, dtype=np.uint64) % (1 << 32))
-
-
-def _file(text_dir: str, shard: str, array: str) -> str:
-    return os.path.join(text_dir, f"{shard}.{array}.npy")
 
 
 class TextShardWriter:
@@ -99,7 +96,7 @@ class TextShardWriter:
                               ("cuts", np.concatenate(self._cuts)),
                               ("checks", np.concatenate(self._checks)),
                               ("nsp", np.concatenate(self._nsp))):
-            path = _file(self.text_dir, name, array)
+            path = shard_file(self.text_dir, name, array)
             with naming(path):  # a full disk names the shard file
                 np.save(path, values)
         self.shards.append({"name": name, "num_examples": self._count, "num_bytes": len(data)})
@@ -118,12 +115,7 @@ class TextShardWriter:
 
 
 def _load(path: str, shape_tail: tuple[int, ...], rows: int) -> np.ndarray:
-    if not os.path.exists(path):
-        raise ShardError(f"{path}: shard file missing")
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise ShardError(f"{path}: not a readable .npy file ({e})") from None
+    array = open_npy(path)
     if array.shape != (rows,) + shape_tail:
         raise ShardError(f"{path}: expected shape {(rows,) + shape_tail}, found {array.shape}")
     return array
@@ -167,13 +159,13 @@ class TextExamples:
         shards = []
         for entry in index["shards"]:
             name, n = entry["name"], int(entry["num_examples"])
-            offsets = _load(_file(text_dir, name, "offsets"), (), 2 * n + 1)
+            offsets = _load(shard_file(text_dir, name, "offsets"), (), 2 * n + 1)
             shards.append({
-                "bytes": _load(_file(text_dir, name, "bytes"), (), int(offsets[-1])),
+                "bytes": _load(shard_file(text_dir, name, "bytes"), (), int(offsets[-1])),
                 "offsets": offsets,
-                "cuts": _load(_file(text_dir, name, "cuts"), (4,), n),
-                "checks": _load(_file(text_dir, name, "checks"), (2,), n),
-                "nsp": _load(_file(text_dir, name, "nsp"), (), n)})
+                "cuts": _load(shard_file(text_dir, name, "cuts"), (4,), n),
+                "checks": _load(shard_file(text_dir, name, "checks"), (2,), n),
+                "nsp": _load(shard_file(text_dir, name, "nsp"), (), n)})
         return cls(split_dir, index, shards,
                    max_bytes=index["max_bytes"] if max_bytes is None else max_bytes,
                    max_encoded=index["max_encoded"] if max_encoded is None else max_encoded)
