@@ -120,6 +120,15 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     data.seed = 12345             # data creation and the order of training batches
     data.tokenize_on_device = False  # True: read the shards' raw segment texts and tokenise them
                                   # in the jitted step (tokenizer_jax); needs create-data --raw-text
+    data.packing = True           # pack the short examples (short_seq_prob, document ends) into
+                                  # shared rows, train and eval (bertlab.data.pretraining.packed):
+                                  # the same examples per update, masked exactly as padded, without
+                                  # computing on [PAD]; False: padded rows. Batches stay padded with
+                                  # tokenize_on_device (the ids exist only on the device)
+    data.packing_programs = 3     # planned row counts per micro-batch (compiled programs), plus
+                                  # one that always fits, compiled only if a batch needs it
+    data.packing_examples_per_row = 4  # cap on examples per packed row: each row gets
+                                  # floor(mask_rate * T) + this many masked-position slots
 
     # --- optimizer: `bert_adam` is the original (no bias correction, warm-up replacing a decay
     # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W);
