@@ -127,8 +127,6 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
                                   # tokenize_on_device (the ids exist only on the device)
     data.packing_programs = 3     # planned row counts per micro-batch (compiled programs), plus
                                   # one that always fits, compiled only if a batch needs it
-    data.packing_examples_per_row = 4  # cap on examples per packed row: each row gets
-                                  # floor(mask_rate * T) + this many masked-position slots
 
     # --- optimizer: `bert_adam` is the original (no bias correction, warm-up replacing a decay
     # over all steps); `adamw` is optax's Adam with the triangular schedule (decay over T - W);

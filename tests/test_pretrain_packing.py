@@ -16,7 +16,7 @@ from bertlab import cli
 from bertlab.data import packing
 from bertlab.data.pretraining import packed
 from bertlab.data.pretraining.masking import (continuation_table, mask_tokens,
-                                              num_predictions_table, prediction_capacity)
+                                              prediction_counts)
 from bertlab.models import BertConfig, BertForPreTraining
 from bertlab.text.vocab import vocab_from_tokens
 from bertlab.train import optimizer, steps
@@ -54,9 +54,15 @@ def mask(rng, batch, **kw):
                                                 **kw))
 
 
-def mask_packed(rng, rows, count, per_row, **kw):
+def mask_packed(rng, rows, count, **kw):
     return mask(rng, rows, example_ids=rows["example_ids"], positions=rows["positions"],
-                num_draw_rows=count, examples_per_row=per_row, **kw)
+                num_draw_rows=count, **kw)
+
+
+def pack(batch, lengths, rate, max_predictions):
+    """pack_batch with the pretraining packer's limit: a row's predictions fit in P."""
+    return packing.pack_batch(batch, costs=prediction_counts(lengths, rate, max_predictions),
+                              max_cost=max_predictions)
 
 
 def selected(out, shape):
@@ -79,45 +85,30 @@ def unpack(rows, values, count, length):
 # Masking per example.
 # --------------------------------------------------------------------------------------------
 
-def test_prediction_capacity_by_hand_and_never_below_the_most_a_row_can_ask():
-    assert prediction_capacity(0.15, 128, 20, 4) == 19 + 4
-    assert prediction_capacity(0.15, 128, 20, 1) == 20      # one example: P
-    assert prediction_capacity(0.4, 32, 5, 8) == 12 + 8     # < 8 x 5 and < T
-    assert prediction_capacity(0.5, 8, 4, 8) == 8           # never more than T
-    # brute force: the most predictions E examples of total length <= T can ask for
-    for rate, length, p, per_row in ((0.15, 32, 5, 3), (0.4, 24, 10, 4), (0.15, 40, 2, 6)):
-        counts = num_predictions_table(length, rate, p)
-        best = np.full((per_row + 1, length + 1), -1)  # best[e][t]: e examples, t tokens
-        best[0][0] = 0
-        for e in range(1, per_row + 1):
-            for t in range(length + 1):
-                best[e][t] = max([best[e - 1][t - n] + counts[n] for n in range(1, t + 1)
-                                  if best[e - 1][t - n] >= 0] or [-1])
-        assert best.max() <= prediction_capacity(rate, length, p, per_row), (rate, length)
-
-
-def test_first_fit_decreasing_keeps_at_most_examples_per_row():
-    assert packing.first_fit_decreasing([1] * 7, 32, max_per_row=3) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert packing.first_fit_decreasing([20, 5, 5, 5], 32, max_per_row=2) == [[0, 1], [2, 3]]
-    assert packing.rows_needed([1] * 7, 32) == 1  # no cap: fine-tuning's behaviour
+def test_prediction_counts_and_the_packers_second_capacity_by_hand():
+    np.testing.assert_array_equal(prediction_counts([3, 30, 128, 10], 0.15, 20), [1, 4, 19, 2])
+    # tokens alone would put all four in one row of 32; predictions 3 + 1 + 1 + 1 > P = 5
+    lengths, costs = [20, 4, 4, 4], [3, 1, 1, 1]
+    assert packing.first_fit_decreasing(lengths, 32) == [[0, 1, 2, 3]]
+    assert packing.first_fit_decreasing(lengths, 32, costs=costs, max_cost=5) == [[0, 1, 2], [3]]
+    assert packing.rows_needed(lengths, 32, costs=costs, max_cost=6) == 1
 
 
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_packed_masking_is_the_padded_masking_per_example(whole_word):
     """Every example of a packed row gets the padded rule's count, the same tokens and the same
     replacements as in the padded batch; specials and padding are never chosen."""
-    count, length, per_row = 96, 32, 4
+    count, length = 96, 32
     batch, lengths = short_examples(count, length, seed=1)
     table = np.zeros(V, bool)
     table[5::4] = True  # every 4th ordinary id is a ## continuation
     kw = dict(rate=0.2, max_predictions=5, whole_word=whole_word,
               continuation_table=jnp.asarray(table) if whole_word else None)
-    rows = packing.pack_batch(batch, max_per_row=per_row)
+    rows = pack(batch, lengths, 0.2, 5)
     assert len(rows["token_ids"]) < 0.8 * count  # several examples per row
-    assert (np.diff(np.sort(rows["example_ids"], 1), axis=1) > 0).sum(1).max() <= per_row
     padded = mask(jax.random.key(3), batch, **kw)
-    out = mask_packed(jax.random.key(3), rows, count, per_row, **kw)
-    assert out["masked_positions"].shape[1] == prediction_capacity(0.2, length, 5, per_row)
+    out = mask_packed(jax.random.key(3), rows, count, **kw)
+    assert out["masked_positions"].shape[1] == 5  # P slots per row, as padded
 
     sel_padded = selected(padded, (count, length))
     sel_packed = unpack(rows, selected(out, rows["token_ids"].shape), count, length)
@@ -152,7 +143,7 @@ def test_whole_words_never_cross_an_example_in_a_packed_row():
         out = mask(jax.random.key(seed), rows, mask_id=4, vocab_size=8, special_ids=(0, 1, 2, 3, 4),
                    rate=0.4, max_predictions=2, whole_word=True, continuation_table=table,
                    example_ids=rows["example_ids"], positions=rows["positions"],
-                   num_draw_rows=2, examples_per_row=2)
+                   num_draw_rows=2)
         sel = selected(out, (1, 6))[0]
         assert sel[1] == sel[2]  # "b ##c" together
         assert sel[:3].sum() <= 2 and sel[3:5].sum() == 1  # round(0.4 x 2) = 1 for example 2
@@ -161,10 +152,11 @@ def test_whole_words_never_cross_an_example_in_a_packed_row():
 
 
 def test_per_example_rate_and_80_10_10_split_in_packed_rows():
-    count, length, per_row = 3000, 64, 6
+    count, length = 3000, 64
     batch, lengths = short_examples(count, length, seed=2, low=5, high=24)
-    rows = packing.pack_batch(batch, max_per_row=per_row)
-    out = mask_packed(jax.random.key(5), rows, count, per_row, rate=0.2, max_predictions=64)
+    rows = pack(batch, lengths, 0.2, 13)
+    assert len(rows["token_ids"]) < 0.5 * count
+    out = mask_packed(jax.random.key(5), rows, count, rate=0.2, max_predictions=13)
     sel = selected(out, rows["token_ids"].shape)
     per_example = np.bincount(rows["example_ids"][sel], minlength=count + 1)[1:]
     np.testing.assert_array_equal(per_example, np.maximum(1, np.round(lengths * 0.2)))
@@ -200,9 +192,8 @@ def test_stacked_packed_micro_batches_give_the_padded_update():
     tx, schedule = optimizer.make_optimizer("adamw", lr=1e-3, warmup_steps=0, num_steps=10,
                                             weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
                                             clip_norm=1.0)
-    mask_fn = steps.make_mask_fn(vocab, rate=0.2, max_predictions=6, whole_word=False,
-                                 examples_per_row=4)
-    spec = packed.PackSpec(row_length=32, examples_per_row=4)
+    mask_fn = steps.make_mask_fn(vocab, rate=0.2, max_predictions=6, whole_word=False)
+    spec = packed.PackSpec(row_length=32, rate=0.2, max_predictions=6)
     micro = packed.update_micro_batches(np.arange(16), 2)
     take = lambda idx: {key: value[idx] for key, value in batch.items()}
     stacked, stats = packed.pack_update(take, micro, 2, (4, 8), spec)
@@ -238,11 +229,11 @@ class Lengths:
 
 def test_planned_buckets_split_over_the_devices_and_always_fit():
     lengths = np.where(np.arange(4096) % 4 == 0, 9, 32)  # a quarter short
-    spec = packed.PackSpec(row_length=32, examples_per_row=4, multiple=8)
+    spec = packed.PackSpec(row_length=32, rate=0.15, max_predictions=5, multiple=8)
     buckets = packed.plan_buckets(Lengths(lengths), batch_size=128, micro_batches=2, seed=0,
                                   spec=spec, max_programs=2)
     assert all(b % 8 == 0 for b in buckets) and buckets[-1] == 64  # K of a micro-batch fits all
-    assert buckets[0] < 64  # and the sample's need is below it: 48 full + 16 short ones -> 48 + 8
+    assert buckets[0] < 64  # the sample needs less: ~48 full rows + 16 short ones 3 a row
     assert packed.needed_rows(np.array([32] * 48 + [9] * 16), spec) == 56
 
 

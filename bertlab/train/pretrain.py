@@ -100,7 +100,7 @@ NUMERIC_RANGES = {
     "data.eval_fraction": loop.PROBABILITY_BELOW_ONE,
     "optimizer.b1": loop.PROBABILITY_BELOW_ONE, "optimizer.b2": loop.PROBABILITY_BELOW_ONE,
     "optimizer.grad_accum_steps": loop.AT_LEAST_ONE,
-    "data.packing_programs": loop.AT_LEAST_ONE, "data.packing_examples_per_row": loop.AT_LEAST_ONE,
+    "data.packing_programs": loop.AT_LEAST_ONE,
     "train.num_steps": loop.AT_LEAST_ONE, "train.log_every": loop.AT_LEAST_ONE,
     "train.keep_checkpoints": loop.AT_LEAST_ONE,
 }
@@ -124,9 +124,6 @@ def check_config(config) -> None:
                                   "set data.tokenize_on_device=False or data.eval_corpus=''")
     if not 0.0 < data.mask_rate < 1.0:
         raise TrainConfigError(f"data.mask_rate={data.mask_rate} must be in (0, 1)")
-    if data.packing and not 1 <= data.packing_examples_per_row <= data.max_seq_length:
-        raise TrainConfigError(f"data.packing_examples_per_row={data.packing_examples_per_row} "
-                               f"must be in [1, data.max_seq_length={data.max_seq_length}]")
     if not 1 <= data.max_predictions <= data.max_seq_length:
         raise TrainConfigError(f"data.max_predictions={data.max_predictions} must be in "
                                   f"[1, data.max_seq_length={data.max_seq_length}]")
@@ -248,6 +245,7 @@ class Run:
     mismatch_total: int = 0
     peak_logged: bool = False  # the first train record of a (re)start carries peak_flops
     pack: packed.PackSpec | None = None  # data.packing: how micro-batches are packed
+    eval_pack: packed.PackSpec | None = None  # the same at the evaluation's masking rate
     buckets: tuple[int, ...] = ()        # the planned rows per packed micro-batch
     programs: int = 1                    # data.packing_programs (evaluation's plan too)
     eval_rows: dict = dataclasses.field(default_factory=dict)  # (N, batches) -> R per batch
@@ -275,15 +273,13 @@ def build_run(config, inputs: Inputs) -> Run:
     if config.train.budget_minutes:  # the optimizer state has another structure
         compat["train.time_budget"] = True
     pack = packing_spec(config, seq_len, mesh)
-    per_row = pack.examples_per_row if pack else 1
     mask_fn = steps.make_mask_fn(inputs.vocab, rate=data_config.mask_rate,
-                                 max_predictions=num_predictions, whole_word=data_config.whole_word,
-                                 examples_per_row=per_row)
+                                 max_predictions=num_predictions, whole_word=data_config.whole_word)
     # MosaicBERT evaluates at 15 % whatever the training rate, so runs of any rate compare
     eval_mask_fn = steps.make_mask_fn(inputs.vocab,
                                       rate=data_config.eval_mask_rate or data_config.mask_rate,
                                       max_predictions=num_predictions,
-                                      whole_word=data_config.whole_word, examples_per_row=per_row)
+                                      whole_word=data_config.whole_word)
     peak, peak_source = peak_cache.peak_flops(config.train.peak_flops, model_config.dtype)
     tokens_per_step = data_config.batch_size * seq_len
     return Run(
@@ -300,6 +296,8 @@ def build_run(config, inputs: Inputs) -> Run:
         tokens_per_step=tokens_per_step,
         flops_per_step=flops_per_token(model_config, seq_len, num_predictions) * tokens_per_step,
         peak_flops=peak, peak_source=peak_source, pack=pack,
+        eval_pack=pack and dataclasses.replace(
+            pack, rate=float(data_config.eval_mask_rate or data_config.mask_rate)),
         programs=data_config.packing_programs,
         buckets=packed.plan_buckets(inputs.train, batch_size=data_config.batch_size,
                                     micro_batches=opt_config.grad_accum_steps,
@@ -313,8 +311,8 @@ def packing_spec(config, seq_len: int, mesh) -> packed.PackSpec | None:
     data = config.data
     if not data.packing or data.tokenize_on_device:
         return None
-    return packed.PackSpec(row_length=seq_len, examples_per_row=data.packing_examples_per_row,
-                           multiple=mesh.size, process_index=jax.process_index(),
+    return packed.PackSpec(row_length=seq_len, rate=float(data.mask_rate),
+                           max_predictions=int(data.max_predictions), multiple=mesh.size, process_index=jax.process_index(),
                            process_count=jax.process_count())
 
 
@@ -376,9 +374,8 @@ def describe(run: Run, state, inputs: Inputs) -> str:
             f"{len(inputs.train):,} train / {len(inputs.eval):,} eval examples of {run.seq_len} "
             f"tokens; {run.mesh.size} device(s) ({jax.devices()[0].platform}), peak "
             f"{run.peak_flops / 1e9:,.0f} GFLOP/s each ({run.peak_source})"
-            + (f"; packed rows of {run.seq_len} tokens (at most {run.pack.examples_per_row} "
-               f"examples each), {list(run.buckets)} rows per micro-batch of "
-               f"{run.micro_batch}" if run.pack else ""))
+            + (f"; packed rows of {run.seq_len} tokens, {list(run.buckets)} rows per "
+               f"micro-batch of {run.micro_batch}" if run.pack else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,11 +551,11 @@ def packed_eval_batches(run: Run, examples, count: int):
     key = (len(examples), count)
     if key not in run.eval_rows:
         lengths = examples.lengths_of(np.arange(min(len(examples), count * run.micro_batch)))
-        run.eval_rows[key] = packed.plan_eval_rows(lengths, run.micro_batch, count, run.pack,
-                                                   run.programs)
+        run.eval_rows[key] = packed.plan_eval_rows(lengths, run.micro_batch, count,
+                                                   run.eval_pack, run.programs)
     for index, rows in enumerate(run.eval_rows[key]):
         yield packed.pack_eval_batch(examples.take, len(examples), run.micro_batch, index, rows,
-                                     run.pack)
+                                     run.eval_pack)
 
 
 def save(manager, run: Run, state, step: int, *, base_rng, iterator, config,

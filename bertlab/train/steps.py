@@ -49,15 +49,14 @@ def packed_model_inputs(batch: dict) -> dict:
     return {key: batch[key] for key in PACKED_MODEL_KEYS}
 
 
-def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool,
-                 examples_per_row: int = 1) -> MaskFn:
-    """(rng, token_ids, attention_mask, **packed rows) -> mask_tokens(...) with this vocabulary's
-    special ids; examples_per_row: the packer's cap (sizes a packed row's prediction slots)."""
+def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) -> MaskFn:
+    """(rng, token_ids, attention_mask, **packed rows) -> mask_tokens(...) with this
+    vocabulary's special ids."""
     table = jnp.asarray(continuation_table(vocab)) if whole_word else None
     return functools.partial(mask_tokens, mask_id=vocab.mask_id, vocab_size=len(vocab),
                              special_ids=tuple(vocab.special_ids), rate=float(rate),
                              max_predictions=int(max_predictions), whole_word=bool(whole_word),
-                             continuation_table=table, examples_per_row=int(examples_per_row))
+                             continuation_table=table)
 
 
 def is_stacked(batch: dict) -> bool:

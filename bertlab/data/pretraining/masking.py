@@ -69,18 +69,14 @@ def random_non_special_ids(rng, shape, vocab_size: int, sorted_specials: jax.Arr
     return r + jnp.sum(below <= r[..., None], axis=-1, dtype=jnp.int32)
 
 
-def prediction_capacity(rate: float, row_length: int, max_predictions: int,
-                        examples_per_row: int) -> int:
-    """Masked-position slots per PACKED row: enough for every example of the row to get its own
-    count, so packing never drops a prediction the padded layout makes.
-
-    A row of T tokens holding at most E examples of n_1 + ... + n_E <= T real tokens asks for
-    sum_e min(P, max(1, round(rate * n_e))) predictions, and max(1, round(x)) <= x + 1, so the
-    sum is at most floor(rate * T) + E (and at most E * P, and T). E is the packer's cap on
-    examples per row (data.packing_examples_per_row, enforced by first_fit_decreasing's
-    max_per_row); it costs E extra gathered positions per row beyond the padded row's rate * T."""
-    bound = int(np.floor(rate * row_length + 1e-6)) + examples_per_row
-    return max(1, min(row_length, examples_per_row * max_predictions, bound))
+def prediction_counts(lengths, rate: float, max_predictions: int) -> np.ndarray:
+    """(n,) int: predictions each example of `lengths` real tokens asks for (the padded rule).
+    Packing keeps each packed row's sum of these <= max_predictions (packing.first_fit_
+    decreasing's costs), so a packed row needs no more masked-position slots than a padded one:
+    P slots per row whatever the layout, and no prediction of the padded batch is dropped."""
+    lengths = np.asarray(lengths, np.int64)
+    table = num_predictions_table(int(lengths.max(initial=0)), rate, max_predictions)
+    return table[lengths]
 
 
 def masking_draws(rng, shape, vocab_size: int, sorted_specials: jax.Array):
@@ -132,8 +128,7 @@ def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int
                 max_predictions: int = 20, whole_word: bool = False,
                 continuation_table: jax.Array | None = None,
                 example_ids: jax.Array | None = None, positions: jax.Array | None = None,
-                draw_rows: jax.Array | None = None, num_draw_rows: int | None = None,
-                examples_per_row: int | None = None) -> dict:
+                draw_rows: jax.Array | None = None, num_draw_rows: int | None = None) -> dict:
     """Corrupts a batch for masked-LM training; see the module docstring for the rules.
 
     token_ids, attention_mask: (B, T). rate and max_predictions must be Python numbers (they fix
@@ -148,8 +143,8 @@ def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int
     never cross an example), and its random draws come from row draw_rows (default
     example_ids - 1), column positions, of a (num_draw_rows, T) grid drawn as the padded batch
     draws its (B, T) one: an example packed anywhere is masked exactly as in the padded batch
-    (tested). P is then prediction_capacity(rate, T, max_predictions, examples_per_row) per row;
-    the packer must put at most examples_per_row examples in a row."""
+    (tested). A packed row has the same P slots, so the packer must keep the sum of its
+    examples' counts <= P (prediction_counts); past P, the last positions would be dropped."""
     if whole_word and continuation_table is None:
         raise ValueError("whole_word=True needs continuation_table (see continuation_table(vocab))")
     token_ids = jnp.asarray(token_ids, jnp.int32)
@@ -162,20 +157,18 @@ def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int
     rows = jnp.arange(batch)[:, None]
     packed = example_ids is not None
     if packed:
-        if positions is None or num_draw_rows is None or examples_per_row is None:
-            raise ValueError("mask_tokens: packed rows (example_ids) need positions, "
-                             "num_draw_rows and examples_per_row")
+        if positions is None or num_draw_rows is None:
+            raise ValueError("mask_tokens: packed rows (example_ids) need positions and "
+                             "num_draw_rows")
         example_ids = jnp.asarray(example_ids, jnp.int32)
         if draw_rows is None:
             draw_rows = jnp.maximum(example_ids - 1, 0)
         grid = masking_draws(rng, (num_draw_rows, length), vocab_size, specials)
         where = (jnp.clip(draw_rows, 0, num_draw_rows - 1), jnp.clip(positions, 0, length - 1))
         scores, action, random_ids = (g[where] for g in grid)  # (B, T) each
-        capacity = prediction_capacity(rate, length, max_predictions, examples_per_row)
     else:
         example_ids = real.astype(jnp.int32)  # one example per row
         scores, action, random_ids = masking_draws(rng, (batch, length), vocab_size, specials)
-        capacity = max_predictions
 
     previous = jnp.pad(example_ids[:, :-1], ((0, 0), (1, 0)))  # (B, T) the id one to the left
     same_example = (example_ids == previous) & (example_ids > 0)
@@ -209,7 +202,7 @@ def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int
 
     # Largest key = smallest selected position, so top_k lists positions in ascending order.
     key = jnp.where(selected, length - index, 0)
-    top, masked_positions = jax.lax.top_k(key, capacity)  # (B, P)
+    top, masked_positions = jax.lax.top_k(key, max_predictions)  # (B, P)
     valid = top > 0
     masked_positions = jnp.where(valid, masked_positions, 0).astype(jnp.int32)
     masked_labels = jnp.where(valid, jnp.take_along_axis(token_ids, masked_positions, axis=1), 0)

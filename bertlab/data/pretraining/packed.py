@@ -21,8 +21,15 @@ k micro-batches stacked on a leading axis (1 without accumulation), R rows of T 
 micro-batch, K slots = the micro-batch's examples, P processes. Every host packs the GLOBAL
 micro-batch (it reads all of it: memory-mapped shards make that cheap) and keeps its rows and
 slots, so the rows are one function of the data, the same whatever the process and device
-count; slot ids and cls_index are global. Each row holds at most `examples_per_row` examples
-(the masking's per-row prediction slots are sized by it).
+count; slot ids and cls_index are global.
+
+A packed row keeps the padded row's max_predictions (P) masked-position slots: the packer puts
+examples together only while the predictions they ask for (min(P, max(1, round(rate * n)))
+each) sum to at most P (masking.prediction_counts, the packer's second capacity). So the MLM
+head gathers as many positions per row as padded, never drops a prediction, and most rows
+are unaffected: a full row of examples asks for about rate * T <= P in all. The alternative,
+sizing the slots for the worst row (rate * T + examples per row), costs every row that many
+extra vocabulary projections, which on small models is a large share of the step.
 
 R comes from a few planned buckets (few compiled programs): `plan_buckets` runs the packer on a
 fixed sample of batches (the start of epoch 0, so a resumed run plans the same), keeps at most
@@ -39,6 +46,7 @@ import numpy as np
 
 from bertlab.data import packing
 from bertlab.data.pretraining.iterator import epoch_permutation
+from bertlab.data.pretraining.masking import prediction_counts
 
 # Examples the plan looks at: enough batches for a stable histogram, cheap on the host.
 PLAN_EXAMPLES = 16_384
@@ -48,12 +56,13 @@ SLOT_KEYS = ("cls_index", "example_lengths", "example_index", "example_weights",
 
 @dataclasses.dataclass(frozen=True)
 class PackSpec:
-    """How every micro-batch of a run is packed: rows of row_length tokens holding at most
-    examples_per_row examples, R a multiple of `multiple` (the data mesh's size), this host's
-    share (process_index of process_count)."""
+    """How every micro-batch of a run is packed: rows of row_length tokens whose examples ask
+    for at most max_predictions predictions at `rate` (the masking's), R a multiple of
+    `multiple` (the data mesh's size), this host's share (process_index of process_count)."""
 
     row_length: int
-    examples_per_row: int
+    rate: float
+    max_predictions: int
     multiple: int = 1
     process_index: int = 0
     process_count: int = 1
@@ -65,8 +74,14 @@ def round_up(value: int, multiple: int) -> int:
 
 def needed_rows(lengths: np.ndarray, spec: PackSpec) -> int:
     """R one micro-batch needs (first-fit-decreasing), rounded up to the device multiple."""
-    need = packing.rows_needed(np.asarray(lengths), spec.row_length, spec.examples_per_row)
+    need = packing.rows_needed(np.asarray(lengths), spec.row_length, **row_limits(lengths, spec))
     return round_up(max(need, 1), spec.multiple)
+
+
+def row_limits(lengths: np.ndarray, spec: PackSpec) -> dict:
+    """The packer's second capacity: each example's predictions, at most P per row."""
+    return {"costs": prediction_counts(lengths, spec.rate, spec.max_predictions),
+            "max_cost": spec.max_predictions}
 
 
 def update_micro_batches(indices: np.ndarray, k: int) -> list[np.ndarray]:
@@ -94,8 +109,9 @@ def plan_buckets(examples, *, batch_size: int, micro_batches: int, seed: int, sp
 def pack_micro_batch(batch: dict, rows: int, spec: PackSpec) -> dict:
     """One global micro-batch (take() arrays (K, T) + example_weights (K,)) -> this host's share
     of its packed rows and slots (see the module docstring)."""
+    lengths = packing.example_lengths(batch["attention_mask"])
     packed = packing.pack_batch(batch, rows=rows, row_length=spec.row_length,
-                                max_per_row=spec.examples_per_row)
+                                **row_limits(lengths, spec))
     slots = len(packed["cls_index"])
     row_share, slot_share = rows // spec.process_count, slots // spec.process_count
     mine_rows = slice(spec.process_index * row_share, (spec.process_index + 1) * row_share)
