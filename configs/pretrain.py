@@ -298,7 +298,8 @@ def mosaicbert(config) -> None:
     6 % warm-up then linear decay (70k steps of 4096 sequences of 128; b2 0.98, eps 1e-6,
     weight decay 1e-5), no attention dropout, the vocabulary padded to a multiple of 64, and
     evaluation at 15 % masking. Unpadding: bertlab packs rows instead (data.packing), the same
-    effect of computing no padding with the batch's examples kept. Vocabulary: bert-base-uncased's 30522 (30528 padded) in the paper."""
+    effect of computing no padding with the batch's examples kept. Vocabulary:
+    bert-base-uncased's 30522 (30528 padded) in the paper."""
     model, data, opt, train = config.model, config.data, config.optimizer, config.train
     model.position_embedding = "alibi"
     model.activation = "geglu"

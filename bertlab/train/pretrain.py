@@ -312,8 +312,8 @@ def packing_spec(config, seq_len: int, mesh) -> packed.PackSpec | None:
     if not data.packing or data.tokenize_on_device:
         return None
     return packed.PackSpec(row_length=seq_len, rate=float(data.mask_rate),
-                           max_predictions=int(data.max_predictions), multiple=mesh.size, process_index=jax.process_index(),
-                           process_count=jax.process_count())
+                           max_predictions=int(data.max_predictions), multiple=mesh.size,
+                           process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def restore_or_init(run: Run, manager, workdir: str, seed: int, *, is_main: bool = True,
@@ -535,7 +535,8 @@ def evaluate(run: Run, state, examples, step: int, *, max_batches: int, rng, wri
     result = steps.eval_metrics(jax.device_get(sums))
     if run.pack is not None:
         rows = run.eval_rows[(len(examples), count)]
-        real = int(examples.lengths_of(np.arange(min(len(examples), count * run.micro_batch))).sum())
+        evaluated = np.arange(min(len(examples), count * run.micro_batch))
+        real = int(examples.lengths_of(evaluated).sum())
         result["packing_efficiency"] = real / (sum(rows) * run.seq_len)
     writer.write(step, "eval", result)
     writer.message(f"step {step}: eval MLM loss {result['mlm_loss']:.4f}, perplexity "
