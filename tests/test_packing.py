@@ -347,8 +347,9 @@ def test_classify_steps_packed_equal_padded(classify_steps, pair):
     np.testing.assert_allclose(packed_eval["loss"][:real], padded_eval["loss"][:real], atol=1e-5)
 
 
-def mask_every_real_token(rng, token_ids, attention_mask):
-    """A mask_fn that predicts every real position (unmasked): P = T, padding slots weigh 0."""
+def mask_every_real_token(rng, token_ids, attention_mask, **packed_rows):
+    """A mask_fn that predicts every real position (unmasked): P = T, padding slots weigh 0.
+    (Packed rows' example_ids / positions / draw rows are not needed for that.)"""
     mask = np.asarray(attention_mask)
     positions = np.zeros(mask.shape, np.int32)
     weights = np.zeros(mask.shape, np.float32)

@@ -77,32 +77,42 @@ def example_lengths(attention_mask: np.ndarray) -> np.ndarray:
     return lengths
 
 
-def first_fit_decreasing(lengths: Sequence[int], row_length: int) -> list[list[int]]:
+def first_fit_decreasing(lengths: Sequence[int], row_length: int, *,
+                         costs: Sequence[int] | None = None,
+                         max_cost: int | None = None) -> list[list[int]]:
     """Examples (by index) per row: longest first (ties by index), each into the first row with
-    room. Length-0 examples are not placed. Deterministic: no randomness, no hash order."""
+    room. Length-0 examples are not placed. Deterministic: no randomness, no hash order.
+    costs / max_cost (None: none): a second capacity per row, an example going only where the
+    row's costs stay <= max_cost (pretraining: each example's masked predictions, so a packed
+    row's predictions fit the padded row's max_predictions slots)."""
     order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-int(lengths[i]), i))
     rows: list[list[int]] = []
     free: list[int] = []
+    budget: list[int] = []  # max_cost minus the row's costs (unused without costs)
     for i in order:
         need = int(lengths[i])
+        cost = 0 if costs is None else int(costs[i])
         if need > row_length:
             raise PackingError(f"example {i} has {need} tokens, more than the row length "
                                f"{row_length}; pack the output of Tokenizer.pack(max_length="
                                f"{row_length}) so the pair truncation rule applies")
         for r, space in enumerate(free):
-            if space >= need:
+            if space >= need and (costs is None or budget[r] >= cost):
                 rows[r].append(i)
                 free[r] -= need
+                budget[r] -= cost
                 break
         else:
             rows.append([i])
             free.append(row_length - need)
+            budget.append((max_cost or 0) - cost)
     return rows
 
 
-def rows_needed(lengths: Sequence[int], row_length: int) -> int:
+def rows_needed(lengths: Sequence[int], row_length: int, *, costs: Sequence[int] | None = None,
+                max_cost: int | None = None) -> int:
     """How many rows of `row_length` first-fit-decreasing uses for these examples."""
-    return len(first_fit_decreasing(lengths, row_length))
+    return len(first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost))
 
 
 def plan_row_buckets(needs: Sequence[int], max_programs: int, program_cost: float = 0.0
@@ -176,11 +186,13 @@ def plan_batches(lengths: np.ndarray, batches: Iterable[Sequence[int]], row_leng
 
 
 def pack_batch(batch: Mapping[str, np.ndarray], *, rows: int | None = None,
-               row_length: int | None = None, max_examples: int | None = None) -> dict:
+               row_length: int | None = None, max_examples: int | None = None,
+               costs: np.ndarray | None = None, max_cost: int | None = None) -> dict:
     """One padded batch (Tokenizer.pack arrays (B, L) + per-example arrays (B,)) -> packed arrays.
 
     rows: R (None: exactly what first-fit-decreasing needs, for inference or tests).
-    row_length: T (None: the input's L). max_examples: K (None: B). Rows whose
+    row_length: T (None: the input's L). max_examples: K (None: B). costs (B,) / max_cost: a
+    second per-row capacity (None: none; first_fit_decreasing). Rows whose
     `example_weights` is 0 (the loop's filler rows in an epoch's last batch) are left out, their
     slot empty. See the module docstring for every output key."""
     for key in PACKED_KEYS:
@@ -194,7 +206,7 @@ def pack_batch(batch: Mapping[str, np.ndarray], *, rows: int | None = None,
         raise PackingError(f"pack_batch: {count} examples but at most K={max_examples} slots")
     weights = np.asarray(batch.get("example_weights", np.ones(count, np.float32)), np.float32)
     lengths = np.where(weights > 0, example_lengths(batch["attention_mask"]), 0)  # (B,)
-    placement = first_fit_decreasing(lengths, row_length)
+    placement = first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost)
     rows = len(placement) if rows is None else int(rows)
     if len(placement) > rows:
         raise PackingError(f"pack_batch: these {count} examples need {len(placement)} rows of "

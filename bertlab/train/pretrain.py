@@ -58,9 +58,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from bertlab import run_files
 from bertlab.checkpoints import training_state as checkpoints
+from bertlab.data.pretraining import packed
 from bertlab.data.pretraining.iterator import BatchIterator
 from bertlab.models import BertForPreTraining
 from bertlab.models.config import BertConfig, config_to_dict, count_params, flops_per_token
@@ -98,6 +100,7 @@ NUMERIC_RANGES = {
     "data.eval_fraction": loop.PROBABILITY_BELOW_ONE,
     "optimizer.b1": loop.PROBABILITY_BELOW_ONE, "optimizer.b2": loop.PROBABILITY_BELOW_ONE,
     "optimizer.grad_accum_steps": loop.AT_LEAST_ONE,
+    "data.packing_programs": loop.AT_LEAST_ONE,
     "train.num_steps": loop.AT_LEAST_ONE, "train.log_every": loop.AT_LEAST_ONE,
     "train.keep_checkpoints": loop.AT_LEAST_ONE,
 }
@@ -241,6 +244,11 @@ class Run:
     mismatches: list = dataclasses.field(default_factory=list)  # per device-tokenised batch
     mismatch_total: int = 0
     peak_logged: bool = False  # the first train record of a (re)start carries peak_flops
+    pack: packed.PackSpec | None = None  # data.packing: how micro-batches are packed
+    eval_pack: packed.PackSpec | None = None  # the same at the evaluation's masking rate
+    buckets: tuple[int, ...] = ()        # the planned rows per packed micro-batch
+    programs: int = 1                    # data.packing_programs (evaluation's plan too)
+    eval_rows: dict = dataclasses.field(default_factory=dict)  # (N, batches) -> R per batch
 
 
 def build_run(config, inputs: Inputs) -> Run:
@@ -264,6 +272,7 @@ def build_run(config, inputs: Inputs) -> Run:
                    "data.next_sentence": with_nsp})
     if config.train.budget_minutes:  # the optimizer state has another structure
         compat["train.time_budget"] = True
+    pack = packing_spec(config, seq_len, mesh)
     mask_fn = steps.make_mask_fn(inputs.vocab, rate=data_config.mask_rate,
                                  max_predictions=num_predictions, whole_word=data_config.whole_word)
     # MosaicBERT evaluates at 15 % whatever the training rate, so runs of any rate compare
@@ -286,7 +295,25 @@ def build_run(config, inputs: Inputs) -> Run:
                   if data_config.tokenize_on_device else None),
         tokens_per_step=tokens_per_step,
         flops_per_step=flops_per_token(model_config, seq_len, num_predictions) * tokens_per_step,
-        peak_flops=peak, peak_source=peak_source)
+        peak_flops=peak, peak_source=peak_source, pack=pack,
+        eval_pack=pack and dataclasses.replace(
+            pack, rate=float(data_config.eval_mask_rate or data_config.mask_rate)),
+        programs=data_config.packing_programs,
+        buckets=packed.plan_buckets(inputs.train, batch_size=data_config.batch_size,
+                                    micro_batches=opt_config.grad_accum_steps,
+                                    seed=data_config.seed, spec=pack,
+                                    max_programs=data_config.packing_programs) if pack else ())
+
+
+def packing_spec(config, seq_len: int, mesh) -> packed.PackSpec | None:
+    """data.packing's PackSpec, or None: off, or with data.tokenize_on_device (the ids exist only
+    on the device there, so the host cannot pack them; those batches stay padded)."""
+    data = config.data
+    if not data.packing or data.tokenize_on_device:
+        return None
+    return packed.PackSpec(row_length=seq_len, rate=float(data.mask_rate),
+                           max_predictions=int(data.max_predictions), multiple=mesh.size,
+                           process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def restore_or_init(run: Run, manager, workdir: str, seed: int, *, is_main: bool = True,
@@ -346,7 +373,9 @@ def describe(run: Run, state, inputs: Inputs) -> str:
             f"{config.vocab_size}, {count_params(state.params):,} parameters; data: "
             f"{len(inputs.train):,} train / {len(inputs.eval):,} eval examples of {run.seq_len} "
             f"tokens; {run.mesh.size} device(s) ({jax.devices()[0].platform}), peak "
-            f"{run.peak_flops / 1e9:,.0f} GFLOP/s each ({run.peak_source})")
+            f"{run.peak_flops / 1e9:,.0f} GFLOP/s each ({run.peak_source})"
+            + (f"; packed rows of {run.seq_len} tokens, {list(run.buckets)} rows per "
+               f"micro-batch of {run.micro_batch}" if run.pack else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,29 +392,75 @@ def device_batch(run: Run, local: dict) -> dict:
     return batch
 
 
+def stacked_device_batch(run: Run, local: dict) -> dict:
+    """Packed micro-batches stacked (k, ...) on the host -> global arrays split over the mesh
+    along their second axis (rows, slots): every device holds a share of every micro-batch."""
+    sharding = NamedSharding(run.mesh, PartitionSpec(None, mesh_lib.DATA_AXIS))
+    return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+            for key, value in local.items()}
+
+
+def next_update(run: Run, iterator, examples, pace: budget.Pace, step: int
+                ) -> tuple[dict, int, dict]:
+    """(device batch of update `step + 1`, its micro-batches, token counts: real tokens and the
+    token slots computed, of the whole global update). Packed (data.packing): each micro-batch
+    as the padded step splits it (packed.update_micro_batches; under a batch ramp, one iterator
+    batch each) packed at one planned R and stacked; the iterator advances as padded."""
+    if run.pack is None:
+        local, micro_batches = next_batch(iterator, pace, step)
+        slots = run.tokens_per_step * micro_batches // pace.accum_steps
+        real = None
+        if "attention_mask" in local:  # a ramp's skipped micro-batches weigh 0
+            weights = local.get("example_weights", np.ones(len(local["attention_mask"])))
+            real = int((np.asarray(local["attention_mask"]) * weights[:, None]).sum()
+                       ) * jax.process_count()
+        return device_batch(run, local), micro_batches, {"real_tokens": real,
+                                                         "token_slots": slots}
+    if pace.ramp:
+        micro_batches = pace.micro_batches(step)
+        micro = [iterator.next_global_indices() for _ in range(micro_batches)]
+    else:
+        micro_batches = pace.accum_steps
+        micro = packed.update_micro_batches(iterator.next_global_indices(), micro_batches)
+    local, stats = packed.pack_update(examples.take, micro, pace.accum_steps, run.buckets,
+                                      run.pack)
+    return stacked_device_batch(run, local), micro_batches, stats
+
+
 class Throughput:
     """Tokens per second and MFU over the timed steps since the last log: compilation,
-    evaluations and checkpoint saves are left out (restart() after each)."""
+    evaluations and checkpoint saves are left out (restart() after each).
+
+    tokens_per_second counts examples x max_seq_length (what a padded run computes; comparable
+    across packed and padded runs), real_tokens_per_second the tokens that are not padding, and
+    MFU the FLOPs of the token slots actually computed (packed rows, or padded rows)."""
 
     def __init__(self, run: Run):
-        self.run, self.start, self.step, self.tokens = run, None, 0, 0
+        self.run, self.start, self.step = run, None, 0
+        self.tokens = self.real = self.computed = 0
 
     def restart(self, step: int) -> None:
-        self.start, self.step, self.tokens = time.perf_counter(), step, 0
+        self.start, self.step = time.perf_counter(), step
+        self.tokens = self.real = self.computed = 0
 
-    def add(self, tokens: int) -> None:
-        """Tokens of one update (fewer than run.tokens_per_step while the batch ramps up)."""
+    def add(self, tokens: int, real: int | None = None, computed: int | None = None) -> None:
+        """Tokens of one update (fewer than run.tokens_per_step while the batch ramps up), its
+        real tokens (None: unknown) and its computed token slots (None: = tokens)."""
         self.tokens += tokens
+        self.real = None if real is None or self.real is None else self.real + real
+        self.computed += tokens if computed is None else computed
 
     def rates(self, step: int) -> dict[str, float]:
         elapsed = time.perf_counter() - self.start
         if step <= self.step or elapsed <= 0:
             return {}
-        tokens_per_second = self.tokens / elapsed
         flops_per_token = self.run.flops_per_step / self.run.tokens_per_step
-        return {"tokens_per_second": tokens_per_second,
-                "mfu": tokens_per_second * flops_per_token / (
-                    self.run.peak_flops * self.run.mesh.size)}
+        rates = {"tokens_per_second": self.tokens / elapsed,
+                 "mfu": self.computed / elapsed * flops_per_token / (
+                     self.run.peak_flops * self.run.mesh.size)}
+        if self.real is not None:
+            rates["real_tokens_per_second"] = self.real / elapsed
+        return rates
 
 
 def train_record(run: Run, means: dict, throughput: Throughput, writer, step: int,
@@ -444,9 +519,12 @@ def evaluate(run: Run, state, examples, step: int, *, max_batches: int, rng, wri
     """MLM (and NSP) metrics summed over the first max_batches held-out batches; redraws
     loss.png."""
     count = loop.eval_batch_count(len(examples), run.micro_batch, max_batches)
-    batches = loop.eval_batches(examples.take, len(examples), run.micro_batch, max_batches,
-                                process_index=jax.process_index(),
-                                process_count=jax.process_count())
+    if run.pack is None:
+        batches = loop.eval_batches(examples.take, len(examples), run.micro_batch, max_batches,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+    else:
+        batches = packed_eval_batches(run, examples, count)
     sums = None
     for index, local in enumerate(loop.with_progress(batches, count, f"evaluating step {step}",
                                                      enabled=is_main)):
@@ -455,12 +533,30 @@ def evaluate(run: Run, state, examples, step: int, *, max_batches: int, rng, wri
     if sums is None:
         return {}
     result = steps.eval_metrics(jax.device_get(sums))
+    if run.pack is not None:
+        rows = run.eval_rows[(len(examples), count)]
+        evaluated = np.arange(min(len(examples), count * run.micro_batch))
+        real = int(examples.lengths_of(evaluated).sum())
+        result["packing_efficiency"] = real / (sum(rows) * run.seq_len)
     writer.write(step, "eval", result)
     writer.message(f"step {step}: eval MLM loss {result['mlm_loss']:.4f}, perplexity "
                    f"{result['perplexity']:.2f}, masked accuracy {result['mlm_accuracy']:.3f}")
     if is_main:
         plot_loss_curve(os.path.join(workdir, METRICS_FILE), os.path.join(workdir, LOSS_PLOT))
     return result
+
+
+def packed_eval_batches(run: Run, examples, count: int):
+    """The held-out batches of loop.eval_batches (rows 0..N-1 in order, same masking), each
+    packed into its planned R (planned once per split over all `count` batches, exactly)."""
+    key = (len(examples), count)
+    if key not in run.eval_rows:
+        lengths = examples.lengths_of(np.arange(min(len(examples), count * run.micro_batch)))
+        run.eval_rows[key] = packed.plan_eval_rows(lengths, run.micro_batch, count,
+                                                   run.eval_pack, run.programs)
+    for index, rows in enumerate(run.eval_rows[key]):
+        yield packed.pack_eval_batch(examples.take, len(examples), run.micro_batch, index, rows,
+                                     run.eval_pack)
 
 
 def save(manager, run: Run, state, step: int, *, base_rng, iterator, config,
@@ -544,12 +640,14 @@ def _train_and_evaluate(config, workdir: str, *, is_main: bool) -> dict:
             log("the held-out split is empty: no evaluation (raise data.eval_fraction)")
         can_evaluate = len(inputs.eval) > 0 and train_config.eval_batches > 0
         while step < num_steps and not pace.spent():
-            local, micro_batches = next_batch(iterator, pace, step)
-            state, metrics = run.train_step(state, device_batch(run, local), train_rng,
-                                            *pace.step_args(step))
+            batch, micro_batches, counts = next_update(run, iterator, inputs.train, pace, step)
+            state, metrics = run.train_step(state, batch, train_rng, *pace.step_args(step))
             step += 1
+            if run.pack is not None:  # real tokens / token slots of this update, logged as a mean
+                metrics = {**metrics, "packing_efficiency": packed.efficiency(counts)}
             window.add(step, metrics)
-            throughput.add(run.tokens_per_step * micro_batches // pace.accum_steps)
+            throughput.add(run.tokens_per_step * micro_batches // pace.accum_steps,
+                           counts["real_tokens"], counts["token_slots"])
             if pace.timed:  # the budget clock counts finished work, not dispatches
                 jax.block_until_ready(metrics)
                 pace.clock.tick()

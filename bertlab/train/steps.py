@@ -12,7 +12,10 @@ replicated (bertlab.train.mesh), and XLA inserts the gradient all-reduce.
 
 Every step also takes packed batches (bertlab.data.packing.pack_batch): rows (R, T) holding
 several examples, with `example_ids`, `positions` (R, T) and `cls_index` (K,), and the
-per-example arrays (labels, example_weights, nsp_labels) of length K in input order. A dict's
+per-example arrays (labels, example_weights, nsp_labels) of length K in input order. The MLM
+train step also takes k packed micro-batches stacked on a leading axis ((k, R, T) rows, (k, K)
+slots; bertlab.data.pretraining.packed), which is how packed pretraining accumulates gradients:
+an example lies in one micro-batch's rows, so each micro-batch is packed on its own. A dict's
 keys are part of its pytree structure, so the branch on them is taken once, at trace time, and
 a packed and a padded batch are two compiled programs of the same function. A packed step
 computes what the padded step computes (same per-example logits and weighting, tested in
@@ -47,7 +50,8 @@ def packed_model_inputs(batch: dict) -> dict:
 
 
 def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) -> MaskFn:
-    """(rng, token_ids, attention_mask) -> mask_tokens(...) with this vocabulary's special ids."""
+    """(rng, token_ids, attention_mask, **packed rows) -> mask_tokens(...) with this
+    vocabulary's special ids."""
     table = jnp.asarray(continuation_table(vocab)) if whole_word else None
     return functools.partial(mask_tokens, mask_id=vocab.mask_id, vocab_size=len(vocab),
                              special_ids=tuple(vocab.special_ids), rate=float(rate),
@@ -55,24 +59,59 @@ def make_mask_fn(vocab, *, rate: float, max_predictions: int, whole_word: bool) 
                              continuation_table=table)
 
 
+def is_stacked(batch: dict) -> bool:
+    """k packed micro-batches stacked on a leading axis: (k, R, T) rows."""
+    return "example_ids" in batch and batch["token_ids"].ndim == 3
+
+
+def _token_weights(example_weights: jax.Array, example_ids: jax.Array) -> jax.Array:
+    """(K,) per-slot weights, (R, T) slot ids (0 = padding) -> (R, T) each token's weight."""
+    return jnp.where(example_ids > 0, jnp.asarray(example_weights, jnp.float32)[
+        jnp.maximum(example_ids - 1, 0)], 0.0)
+
+
+def _mask_packed(batch: dict, rng: jax.Array, mask_fn: MaskFn) -> dict:
+    """mask_fn over packed rows, (R, T) or stacked (k, R, T). Every token draws its random
+    numbers at (its example's row in the padded batch, its offset): slot s of micro-batch i is
+    padded row s * k + i (the padded step's split), so the masking is the padded one."""
+    stacked = is_stacked(batch)
+    k = batch["token_ids"].shape[0] if stacked else 1
+    slots = batch["cls_index"].shape[-1]
+    micro = jnp.arange(k, dtype=jnp.int32)[:, None, None] if stacked else 0
+    draw_rows = jnp.maximum(batch["example_ids"] - 1, 0) * k + micro  # (k, R, T) or (R, T)
+    rows = lambda x: x.reshape((-1,) + x.shape[2:]) if stacked else x  # (k * R, T)
+    masked = mask_fn(rng, rows(batch["token_ids"]), rows(batch["attention_mask"]),
+                     example_ids=rows(batch["example_ids"]), positions=rows(batch["positions"]),
+                     draw_rows=rows(draw_rows), num_draw_rows=k * slots)
+    if stacked:
+        masked = {key: value.reshape((k, -1) + value.shape[1:])  # (k, R, ...)
+                  for key, value in masked.items()}
+    return masked
+
+
 def masked_inputs(batch: dict, rng: jax.Array, mask_fn: MaskFn) -> dict:
     """The model inputs and targets of one batch under this rng's masking.
 
     `example_weights` (B,), when the batch has it, zeroes padding rows (eval's last batch).
-    Packed rows (R, T): masking works per row as before (special tokens and padding are never
-    picked); example_weights and nsp_labels are per example (K,), and a masked token takes the
-    weight of the example it belongs to."""
-    masked = mask_fn(rng, batch["token_ids"], batch["attention_mask"])
+    Packed rows (R, T) or stacked micro-batches (k, R, T): each example is masked as in the
+    padded batch (its own count and draws, bertlab.data.pretraining.masking); example_weights
+    and nsp_labels are per example ((K,) or (k, K)), and a masked token takes the weight of the
+    example it belongs to."""
     packed = packed_model_inputs(batch)
-    batch_size = (batch["cls_index"] if packed else batch["token_ids"]).shape[0]
-    example_weights = batch.get("example_weights", jnp.ones((batch_size,), jnp.float32))
     if packed:
-        example_ids = batch["example_ids"]  # (R, T)
-        token_weights = jnp.where(example_ids > 0, jnp.asarray(example_weights, jnp.float32)[
-            jnp.maximum(example_ids - 1, 0)], 0.0)  # (R, T)
+        masked = _mask_packed(batch, rng, mask_fn)
+        example_weights = batch.get("example_weights",
+                                    jnp.ones(batch["cls_index"].shape, jnp.float32))
+        weigh = _token_weights
+        if is_stacked(batch):
+            weigh = jax.vmap(_token_weights)
+        token_weights = weigh(example_weights, batch["example_ids"])  # (..., R, T)
         masked_weights = masked["masked_weights"] * jnp.take_along_axis(
-            token_weights, masked["masked_positions"].astype(jnp.int32), axis=1)  # (R, P)
+            token_weights, masked["masked_positions"].astype(jnp.int32), axis=-1)  # (..., R, P)
     else:
+        masked = mask_fn(rng, batch["token_ids"], batch["attention_mask"])
+        batch_size = batch["token_ids"].shape[0]
+        example_weights = batch.get("example_weights", jnp.ones((batch_size,), jnp.float32))
         masked_weights = masked["masked_weights"] * example_weights[:, None]  # (B, P)
     return {**packed,
         "input_ids": masked["input_ids"],                     # (B, T)
@@ -121,18 +160,27 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, progress: jax.Arr
     rng = jax.random.fold_in(rng, state.step)
     mask_rng, dropout_rng = jax.random.split(rng)
     # Masking the whole batch first makes k micro-batches see exactly the big batch's targets.
+    stacked = is_stacked(batch)
+    if packed_model_inputs(batch) and not stacked:
+        if grad_accum_steps > 1:
+            # cls_index points into the whole batch's rows: splitting rows and slots apart
+            # would send examples to the wrong micro-batch. Pack each micro-batch separately.
+            raise ValueError("train_step: gradient accumulation over a packed batch is not "
+                             "supported; pack each micro-batch and stack them (k, R, T) "
+                             "(bertlab.data.pretraining.packed), or use unpacked batches")
+        batch = jax.tree_util.tree_map(lambda x: x[None], batch)  # one micro-batch: (1, ...)
+        stacked = True
+    if stacked and batch["token_ids"].shape[0] != grad_accum_steps:
+        raise ValueError(f"train_step: {batch['token_ids'].shape[0]} stacked packed "
+                         f"micro-batches, but grad_accum_steps={grad_accum_steps}")
     inputs = masked_inputs(batch, mask_rng, mask_fn)
-    if grad_accum_steps > 1 and packed_model_inputs(inputs):
-        # cls_index points into the whole batch's rows: splitting rows and slots apart would
-        # send examples to the wrong micro-batch. Pack each micro-batch separately instead.
-        raise ValueError("train_step: gradient accumulation over a packed batch is not "
-                         "supported; use grad_accum_steps=1 or unpacked batches")
     mlm_denominator = jnp.sum(inputs["masked_weights"]) + losses.MLM_DENOMINATOR_EPS
     nsp_denominator = jnp.maximum(jnp.sum(inputs["example_weights"]), 1.0)
 
     k = grad_accum_steps
-    # Row j*k + i goes to micro-batch i, so each device keeps a share of every micro-batch.
-    micro = jax.tree_util.tree_map(
+    # Row j*k + i goes to micro-batch i, so each device keeps a share of every micro-batch;
+    # stacked packed micro-batches come split already.
+    micro = inputs if stacked else jax.tree_util.tree_map(
         lambda x: x.reshape((x.shape[0] // k, k) + x.shape[1:]).swapaxes(0, 1),
         inputs)  # (k, B/k, ...)
 

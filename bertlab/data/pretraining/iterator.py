@@ -69,15 +69,21 @@ class BatchIterator:
             self._permutation_epoch = self.epoch
         return self._permutation
 
-    def next_indices(self) -> np.ndarray:
-        """This process's example indices of the next batch (advances the iterator)."""
+    def next_global_indices(self) -> np.ndarray:
+        """Every process's example indices of the next batch, process slices in process order
+        (advances the iterator). Packed pretraining packs the global batch on every host, so
+        the rows are the same whatever the process count."""
         if self.position + self.batch_size > len(self.examples):  # incomplete tail: next epoch
             self.epoch += 1
             self.position = 0
-        start = self.position + self.process_index * self.per_process
-        indices = self._order()[start:start + self.per_process]  # (B / process_count,)
+        indices = self._order()[self.position:self.position + self.batch_size]  # (B,)
         self.position += self.batch_size
         return indices
+
+    def next_indices(self) -> np.ndarray:
+        """This process's example indices of the next batch (advances the iterator)."""
+        start = self.process_index * self.per_process
+        return self.next_global_indices()[start:start + self.per_process]  # (B / process_count,)
 
     def __next__(self) -> dict[str, np.ndarray]:
         return self.examples.take(self.next_indices())

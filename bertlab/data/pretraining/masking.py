@@ -69,36 +69,82 @@ def random_non_special_ids(rng, shape, vocab_size: int, sorted_specials: jax.Arr
     return r + jnp.sum(below <= r[..., None], axis=-1, dtype=jnp.int32)
 
 
-def _choose_words(rng, word_start, word_len, budget, passes: int) -> jax.Array:
-    """(B, T) bool at word starts: a random set of whole words with total length <= budget."""
+def prediction_counts(lengths, rate: float, max_predictions: int) -> np.ndarray:
+    """(n,) int: predictions each example of `lengths` real tokens asks for (the padded rule).
+    Packing keeps each packed row's sum of these <= max_predictions (packing.first_fit_
+    decreasing's costs), so a packed row needs no more masked-position slots than a padded one:
+    P slots per row whatever the layout, and no prediction of the padded batch is dropped."""
+    lengths = np.asarray(lengths, np.int64)
+    table = num_predictions_table(int(lengths.max(initial=0)), rate, max_predictions)
+    return table[lengths]
+
+
+def masking_draws(rng, shape, vocab_size: int, sorted_specials: jax.Array):
+    """The random numbers of one masking, one per token of a (B, T) grid laid out as the padded
+    batch (row = example, column = its position): word scores, action draws and replacement ids.
+    A packed batch gathers its tokens' draws from this grid, so every example is masked as in
+    the padded batch whatever row and offset it was packed at (and whatever the device count)."""
+    rng_words, rng_action, rng_random = jax.random.split(rng, 3)
+    return (jax.random.uniform(rng_words, shape), jax.random.uniform(rng_action, shape),
+            random_non_special_ids(rng_random, shape, vocab_size, sorted_specials))
+
+
+def _choose_words(scores, word_start, word_len, example_of, budget, passes: int) -> jax.Array:
+    """(B, T) bool at word starts: per example, a random set of whole words with total length
+    within that example's budget. example_of (B, T): the position of each token's example start;
+    budget (B, T): each example's count at its start position (0 elsewhere).
+
+    Words are sorted by (example, random score), ties by position, so each example's words form
+    a contiguous run in random order; prefix sums restart at each run (segmented cumsum)."""
     batch, length = word_start.shape
-    scores = jax.random.uniform(rng, (batch, length))
-    order = jnp.argsort(jnp.where(word_start, scores, 2.0), axis=1)  # (B, T) starts first
+    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    group = jnp.where(word_start, example_of, length)  # non-starts sort last
+    sorted_group, _, order = jax.lax.sort((group, scores, positions), dimension=1, num_keys=2,
+                                          is_stable=True)  # (B, T) each
     sorted_start = jnp.take_along_axis(word_start, order, axis=1)
     sorted_len = jnp.take_along_axis(word_len, order, axis=1)
-    chosen = jnp.zeros_like(sorted_start)
-    remaining = budget  # (B,)
-    for _ in range(passes):  # static, tiny: a handful of prefix-sum sweeps, not a token loop
-        eligible = sorted_start & ~chosen & (sorted_len <= remaining[:, None])
-        cumulative = jnp.cumsum(jnp.where(eligible, sorted_len, 0), axis=1)
-        take = eligible & (cumulative <= remaining[:, None])
-        chosen = chosen | take
-        remaining = remaining - jnp.sum(jnp.where(take, sorted_len, 0), axis=1)
+    slot = jnp.minimum(sorted_group, length - 1)  # where each sorted word's budget lives
+    first = jnp.concatenate([jnp.ones((batch, 1), bool),
+                             sorted_group[:, 1:] != sorted_group[:, :-1]], axis=1)
     rows = jnp.arange(batch)[:, None]
+    chosen = jnp.zeros_like(sorted_start)
+    remaining = budget  # (B, T) at example starts
+    for _ in range(passes):  # static, tiny: a handful of prefix-sum sweeps, not a token loop
+        left = jnp.take_along_axis(remaining, slot, axis=1)  # (B, T) the word's example's budget
+        eligible = sorted_start & ~chosen & (sorted_len <= left)
+        value = jnp.where(eligible, sorted_len, 0)
+        cumulative = jnp.cumsum(value, axis=1)
+        # cumulative - value never decreases, so its running max at run starts is each run's base
+        base = jax.lax.cummax(jnp.where(first, cumulative - value, 0), axis=1)
+        take = eligible & (cumulative - base <= left)
+        chosen = chosen | take
+        remaining = remaining - jnp.zeros_like(remaining).at[rows, slot].add(
+            jnp.where(take, sorted_len, 0))
     return jnp.zeros_like(chosen).at[rows, order].set(chosen)  # back to positions
 
 
 def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int,
                 special_ids: Sequence[int] | jax.Array, rate: float = 0.15,
                 max_predictions: int = 20, whole_word: bool = False,
-                continuation_table: jax.Array | None = None) -> dict:
+                continuation_table: jax.Array | None = None,
+                example_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                draw_rows: jax.Array | None = None, num_draw_rows: int | None = None) -> dict:
     """Corrupts a batch for masked-LM training; see the module docstring for the rules.
 
     token_ids, attention_mask: (B, T). rate and max_predictions must be Python numbers (they fix
     shapes and the count table); special_ids may be a tuple or a unique int array.
     Returns input_ids (B, T) int32, masked_positions / masked_labels (B, P) int32 in ascending
     position order, masked_weights (B, P) float32, P = max_predictions; unused slots hold
-    position 0, label 0, weight 0 (as the original's padding)."""
+    position 0, label 0, weight 0 (as the original's padding).
+
+    Packed rows (bertlab.data.packing): example_ids (B, T) (0 = padding, equal ids = one
+    example, contiguous) and positions (B, T) (offset in the example). Each example then gets
+    its own count min(P, max(1, round(rate * its real tokens))) and its own words (whole words
+    never cross an example), and its random draws come from row draw_rows (default
+    example_ids - 1), column positions, of a (num_draw_rows, T) grid drawn as the padded batch
+    draws its (B, T) one: an example packed anywhere is masked exactly as in the padded batch
+    (tested). A packed row has the same P slots, so the packer must keep the sum of its
+    examples' counts <= P (prediction_counts); past P, the last positions would be dropped."""
     if whole_word and continuation_table is None:
         raise ValueError("whole_word=True needs continuation_table (see continuation_table(vocab))")
     token_ids = jnp.asarray(token_ids, jnp.int32)
@@ -107,37 +153,55 @@ def mask_tokens(rng, token_ids, attention_mask, *, mask_id: int, vocab_size: int
         raise ValueError(f"max_predictions={max_predictions} must be in [1, sequence length {length}]")
     real = jnp.asarray(attention_mask).astype(bool)
     specials = _sorted_specials(special_ids)
-    rng_words, rng_action, rng_random = jax.random.split(rng, 3)
+    index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    rows = jnp.arange(batch)[:, None]
+    packed = example_ids is not None
+    if packed:
+        if positions is None or num_draw_rows is None:
+            raise ValueError("mask_tokens: packed rows (example_ids) need positions and "
+                             "num_draw_rows")
+        example_ids = jnp.asarray(example_ids, jnp.int32)
+        if draw_rows is None:
+            draw_rows = jnp.maximum(example_ids - 1, 0)
+        grid = masking_draws(rng, (num_draw_rows, length), vocab_size, specials)
+        where = (jnp.clip(draw_rows, 0, num_draw_rows - 1), jnp.clip(positions, 0, length - 1))
+        scores, action, random_ids = (g[where] for g in grid)  # (B, T) each
+    else:
+        example_ids = real.astype(jnp.int32)  # one example per row
+        scores, action, random_ids = masking_draws(rng, (batch, length), vocab_size, specials)
+
+    previous = jnp.pad(example_ids[:, :-1], ((0, 0), (1, 0)))  # (B, T) the id one to the left
+    same_example = (example_ids == previous) & (example_ids > 0)
+    example_start = real & ~same_example
+    example_of = jax.lax.cummax(jnp.where(example_start, index, 0), axis=1)  # (B, T)
+    example_len = jnp.zeros((batch, length), jnp.int32).at[rows, example_of].add(
+        real.astype(jnp.int32))  # (B, T), non-zero at example starts only
 
     is_special = jnp.any(token_ids[..., None] == specials, axis=-1)  # (B, T, S) -> (B, T)
     candidate = real & ~is_special
     if whole_word:
         is_continuation = jnp.asarray(continuation_table, bool)[token_ids]
-        prev_candidate = jnp.pad(candidate[:, :-1], ((0, 0), (1, 0)))
+        prev_candidate = jnp.pad(candidate[:, :-1], ((0, 0), (1, 0))) & same_example
         word_start = candidate & ~(is_continuation & prev_candidate)
     else:
         word_start = candidate
-    positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     # Every candidate belongs to the word that starts at the last start at or before it.
-    word_of = jax.lax.cummax(jnp.where(word_start, positions, 0), axis=1)  # (B, T)
-    rows = jnp.arange(batch)[:, None]
+    word_of = jax.lax.cummax(jnp.where(word_start, index, 0), axis=1)  # (B, T)
     word_len = jnp.zeros((batch, length), jnp.int32).at[rows, word_of].add(
         candidate.astype(jnp.int32))  # (B, T), non-zero at word starts only
 
     counts = jnp.asarray(num_predictions_table(length, rate, max_predictions))
-    budget = counts[jnp.sum(real, axis=1)]  # (B,)
-    chosen_start = _choose_words(rng_words, word_start, word_len, budget,
+    budget = jnp.where(example_start, counts[example_len], 0)  # (B, T) at example starts
+    chosen_start = _choose_words(scores, word_start, word_len, example_of, budget,
                                  WHOLE_WORD_PASSES if whole_word else 1)
     selected = candidate & jnp.take_along_axis(chosen_start, word_of, axis=1)  # (B, T)
 
-    action = jax.random.uniform(rng_action, (batch, length))
     to_mask = selected & (action < MASK_PROB)
     to_random = selected & (action >= MASK_PROB) & (action < MASK_PROB + RANDOM_PROB)
-    random_ids = random_non_special_ids(rng_random, (batch, length), vocab_size, specials)
     input_ids = jnp.where(to_mask, jnp.int32(mask_id), jnp.where(to_random, random_ids, token_ids))
 
     # Largest key = smallest selected position, so top_k lists positions in ascending order.
-    key = jnp.where(selected, length - positions, 0)
+    key = jnp.where(selected, length - index, 0)
     top, masked_positions = jax.lax.top_k(key, max_predictions)  # (B, P)
     valid = top > 0
     masked_positions = jnp.where(valid, masked_positions, 0).astype(jnp.int32)

@@ -263,6 +263,15 @@ class ShardedExamples:
         return np.concatenate([np.diff(s.offsets) for s in self._shards]) if self._shards else \
             np.zeros(0, np.int64)
 
+    def lengths_of(self, indices: np.ndarray) -> np.ndarray:
+        """(n,) int64 tokens of the examples at `indices` (their offsets only: no token is read)."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        out = np.zeros(len(indices), np.int64)
+        for s, rows, local in rows_by_shard(self._starts, indices, self.split_dir):
+            offsets = self._shards[s].offsets
+            out[rows] = offsets[local + 1] - offsets[local]
+        return out
+
     def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         """The examples at `indices`, in that order, padded: token_ids / segment_ids /
         attention_mask (N, T) int32 and nsp_labels (N,) int32."""
