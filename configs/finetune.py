@@ -206,6 +206,7 @@ def get_config(arg: str = "task=rotten_tomatoes") -> ml_collections.ConfigDict:
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
     model.remat = "none"                 # none | layer | dots: recompute layers in the backward pass
     #                                      (memory for compute; same numbers and parameter names)
+    model.dropout_impl = "hash"          # hash | threefry (flax's masks, as runs before it)
 
     # --- data: the task's splits, tokens per example, batches; the vocabulary keys are
     # configs/pretrain.py's and apply only from_scratch (a pretrained backbone brings its own)

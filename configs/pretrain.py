@@ -80,6 +80,7 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
     model.dtype = "float32"              # compute dtype: float32 | bfloat16 (params stay float32)
     model.attention_kernel = "explicit"  # explicit | fused | auto (fused: cuDNN on GPU, no attn dropout)
     model.remat = "none"                 # none | layer | dots: recompute layers in the backward pass
+    model.dropout_impl = "hash"          # hash | threefry (flax's masks, as runs before it)
     # recipe knobs (defaults: the original BERT; the README's knob table says which recipe sets what)
     model.norm = "layernorm"             # layernorm | rmsnorm (needs norm_bias=False)
     model.norm_bias = True               # LayerNorm's learned shift

@@ -26,6 +26,7 @@ import numpy as np
 from bertlab.models.attention_select import (AttentionCase, choose, device_facts,
                                              dot_product_attention)
 from bertlab.models.config import BertConfig
+from bertlab.models.dropout import dropout_layer
 from bertlab.models.embedding import bert_initializer, compute_dtype
 
 # Added to the score of every padded key. Large enough that exp() underflows to exactly 0 in
@@ -306,6 +307,7 @@ class SelfAttention(nn.Module):
                 bias = bias + alibi_bias(distance, config.num_heads)  # (B, N, n, T)
             if half_window is not None and fused_window is None:
                 bias = bias + window_bias(distance, half_window)  # (B, 1|N, n, T)
-        dropout = nn.Dropout(config.attention_dropout, deterministic=deterministic)
+        dropout = dropout_layer(config.attention_dropout, config.dropout_impl,
+                                deterministic=deterministic)
         context = ATTENTION_KERNELS[kernel_name](q, k, v, bias, dropout, fused_window)  # (B,n,N,D)
         return context.reshape(batch, n, config.hidden_size)  # (B, n, H)

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from bertlab.models.attention import attention_bias, selected_queries_bias
 from bertlab.models.config import BertConfig
+from bertlab.models.dropout import dropout_layer
 from bertlab.models.embedding import Embeddings, bert_initializer, compute_dtype
 from bertlab.models.encoder import Encoder
 from bertlab.models.heads import Pooler, PreTrainingHeads, gather_positions, masked_mean
@@ -173,7 +174,8 @@ class BertForSequenceClassification(nn.Module):
                 deterministic=deterministic, positions=positions)
             pooled_output = Pooler(config, name="head_pooler")(hidden, cls_index, attention_mask,
                                                                example_ids)
-        pooled_output = nn.Dropout(config.hidden_dropout)(pooled_output, deterministic=deterministic)
+        pooled_output = dropout_layer(config.hidden_dropout, config.dropout_impl)(
+            pooled_output, deterministic=deterministic)
         classifier = nn.Dense(self.num_labels, kernel_init=bert_initializer(config.initializer_range),
                               dtype=compute_dtype(config), name="classifier")
         return classifier(pooled_output).astype(jnp.float32)  # (B, num_labels)

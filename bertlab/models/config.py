@@ -23,6 +23,7 @@ REMAT_NAMES = ("none", "layer", "dots")
 NORM_NAMES = ("layernorm", "rmsnorm")
 POOLER_NAMES = ("tanh", "transform")
 CLASSIFIER_POOLING_NAMES = ("cls", "mean")
+DROPOUT_IMPL_NAMES = ("hash", "threefry")  # models.dropout.DROPOUT_IMPL_NAMES
 
 # Activations whose feed-forward input projection is twice as wide (a value half and a gate half).
 GATED_ACTIVATIONS = ("geglu", "swiglu")
@@ -72,6 +73,13 @@ class BertConfig:
     # matmul outputs and recomputes attention scores, softmax, norms and activations. For large
     # models or long sequences whose batch does not fit otherwise.
     remat: str = "none"
+    # How dropout masks are drawn, not how many (issue 14 item 5): "hash" draws one seed per
+    # dropout site from the `dropout` rng and hashes each element's position under it
+    # (models/dropout.py; the CPU fine-tune step at MiniLM size 0.84x the time); "threefry" is
+    # flax's nn.Dropout, jax's PRNG per element, exactly the masks of runs made before this key
+    # existed. Training randomness only: no forward pass at inference changes, so a saved
+    # config without the key loads as the default.
+    dropout_impl: str = "hash"
 
     # ---- Recipe knobs (issue 17). Each default is the original BERT; the README's knob table
     # says which recipe sets what (cramming, MosaicBERT, ModernBERT).
@@ -108,6 +116,7 @@ class BertConfig:
         _check_choice("dtype", self.dtype, DTYPE_NAMES)
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNEL_NAMES)
         _check_choice("remat", self.remat, REMAT_NAMES)
+        _check_choice("dropout_impl", self.dropout_impl, DROPOUT_IMPL_NAMES)
         _check_choice("norm", self.norm, NORM_NAMES)
         _check_choice("pooler", self.pooler, POOLER_NAMES)
         _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLING_NAMES)

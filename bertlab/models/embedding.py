@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertlab.models.config import BertConfig
+from bertlab.models.dropout import dropout_layer
 
 
 def bert_initializer(stddev: float) -> Callable:
@@ -143,4 +144,5 @@ class Embeddings(nn.Module):
             x = x + (table[None] if positions is None else table)  # (1 or B, T, H)
         if config.embedding_norm:
             x = layer_norm(config, "LayerNorm")(x)
-        return nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)
+        return dropout_layer(config.hidden_dropout, config.dropout_impl)(
+            x, deterministic=deterministic)

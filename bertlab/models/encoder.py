@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from bertlab.models.attention import SelfAttention
 from bertlab.models.config import BertConfig
+from bertlab.models.dropout import dropout_layer
 from bertlab.models.embedding import bert_initializer, compute_dtype, layer_norm
 
 
@@ -72,7 +73,8 @@ class ResidualOutput(nn.Module):
     def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool = True):
         config = self.config
         x = dense(config, config.hidden_size, "dense", self.use_bias)(x)
-        x = nn.Dropout(config.hidden_dropout)(x, deterministic=deterministic)
+        x = dropout_layer(config.hidden_dropout, config.dropout_impl)(
+            x, deterministic=deterministic)
         x = x + residual
         return x if config.pre_ln else layer_norm(config, "LayerNorm")(x)
 

@@ -77,8 +77,8 @@ def finetune_model_config(config, backbone: init_from_lib.Backbone) -> BertConfi
                     f"model.{key}={wanted} but model.init_from={model.init_from!r} has "
                     f"{key}={getattr(backbone.config, key)}; size keys apply only with "
                     f"model.from_scratch")
-        overrides = {key: model[key] for key in ("hidden_dropout", "attention_dropout")
-                     if model[key] is not None}
+        overrides = {key: model[key] for key in ("hidden_dropout", "attention_dropout",
+                                                 "dropout_impl") if model[key] is not None}
         try:
             model_config = dataclasses.replace(backbone.config, dtype=model.dtype,
                                                remat=model.remat, **overrides)

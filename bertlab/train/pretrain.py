@@ -81,7 +81,8 @@ from bertlab.train.pretrain_inputs import Inputs, device_tokenizer, prepare_inpu
 
 FINAL_METRICS_FILE = run_files.FINAL_METRICS_FILE
 # Model keys that may change on resume: they shape no parameter.
-RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype", "attention_kernel", "remat")
+RESUMABLE_MODEL_KEYS = ("hidden_dropout", "attention_dropout", "dtype", "attention_kernel", "remat",
+                        "dropout_impl")
 DIVERGED_ADVICE = ("Lower optimizer.lr, raise optimizer.warmup_steps or check "
                    "optimizer.clip_norm.")
 # Where each numeric key may lie (loop.check_numbers); a key not named here: finite and >= 0.

@@ -15,8 +15,10 @@ Sides ("arms"):
                             bertlab.runtime's training settings (`bertlab finetune`), the
                             forward pass with its inference settings (`bertlab predict`)
     bertlab[<variant>]      the same step with one thing changed: an XLA option (compiled with
-                            compiler_options, so every arm lives in this one process), a PRNG
-                            implementation for dropout, or an attention formulation (see VARIANTS)
+                            compiler_options, so every arm lives in this one process), the
+                            dropout masks (dropout=threefry: flax's, the default before
+                            BertConfig.dropout_impl="hash"), a PRNG implementation, or an
+                            attention formulation (see VARIANTS)
     torch-eager, torch-sdpa BertForSequenceClassification, attn_implementation eager / sdpa,
                             torch.set_num_threads(os.cpu_count()), AdamW(foreach) + clipping
     flax                    transformers' FlaxBertForSequenceClassification + optax, jitted
@@ -135,48 +137,6 @@ def keys_transposed_attention(q, k, v, bias, dropout, *unused):
     return jnp.transpose(context, (0, 2, 1, 3))  # (B, T, N, D)
 
 
-def hashed_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """uint32 bits for `shape` from one uint32 seed: a counter-based integer hash (the
-    "lowbias32" finaliser of Wellons' hash-prospector: xor-shift, multiply, xor-shift, multiply,
-    xor-shift) of seed + golden-ratio * flat index. Six integer ops per element where
-    threefry2x32 takes ~100; statistically fine for dropout masks, not for cryptography."""
-    count = 1
-    for dim in shape:
-        count *= dim
-    x = jax.lax.iota(jnp.uint32, count).reshape(shape) * jnp.uint32(0x9E3779B9) + seed
-    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
-    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def hashed_dropout_call(self, inputs, deterministic=None, rng=None):
-    """flax.linen.Dropout.__call__ with the mask drawn by hashed_bits: one threefry draw per
-    dropout site (the seed), then the hash per element. Keep probability 1 - rate to 2^-32."""
-    import flax.linen as nn
-    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-    if self.rate == 0.0 or deterministic:
-        return inputs
-    if self.rate == 1.0:
-        return jnp.zeros_like(inputs)
-    rng = self.make_rng(self.rng_collection) if rng is None else rng
-    seed = jax.random.bits(rng, (), jnp.uint32)
-    keep = hashed_bits(seed, inputs.shape) >= jnp.uint32(round(self.rate * 2.0 ** 32))
-    return jnp.where(keep, inputs / (1.0 - self.rate), jnp.zeros_like(inputs))
-
-
-@contextlib.contextmanager
-def hashed_dropout(active: bool):
-    """flax's Dropout drawing its masks with hashed_bits while a step is traced."""
-    import flax.linen as nn
-    saved = nn.Dropout.__call__
-    if active:
-        nn.Dropout.__call__ = hashed_dropout_call
-    try:
-        yield
-    finally:
-        nn.Dropout.__call__ = saved
-
-
 ATTENTION_VARIANTS: dict[str, Callable] = {
     "attn=heads-first": heads_first_attention,
     "attn=kT": keys_transposed_attention,
@@ -199,7 +159,9 @@ XLA_VARIANTS: dict[str, dict] = {
 # jaxlib 0.10.2), so that arm times the fine-tune step only.
 TRAIN_ONLY = ("xla=onednn-dot",)
 
-OTHER_VARIANTS = ("dropout=hash", "prng=rbg", "prng=threefry", "no-dropout")
+# dropout=threefry: flax's nn.Dropout masks (BertConfig.dropout_impl="threefry", the default
+# before the hashed masks); dropout=hash names the default explicitly (the same program).
+OTHER_VARIANTS = ("dropout=threefry", "dropout=hash", "prng=rbg", "prng=threefry", "no-dropout")
 ALL_VARIANTS = (*XLA_VARIANTS, *ATTENTION_VARIANTS, *OTHER_VARIANTS)
 
 
@@ -215,11 +177,11 @@ def explicit_kernel(kernel: Callable | None):
         attention.ATTENTION_KERNELS["explicit"] = saved
 
 
-def bert_config(size: str, dropout: float = 0.1) -> BertConfig:
+def bert_config(size: str, dropout: float = 0.1, dropout_impl: str = "hash") -> BertConfig:
     layers, hidden, heads, inter, _, _ = SIZES[size]
     return BertConfig(vocab_size=VOCAB_SIZE, hidden_size=hidden, num_layers=layers,
                       num_heads=heads, intermediate_size=inter, hidden_dropout=dropout,
-                      attention_dropout=dropout)
+                      attention_dropout=dropout, dropout_impl=dropout_impl)
 
 
 def synthetic(batch: int, seed: int = 0) -> dict:
@@ -238,7 +200,8 @@ def bertlab_calls(size: str, variant: str | None) -> dict[str, Callable[[], None
     """{"train": one fine-tune update, "infer": one forward pass}, compiled here."""
     _, _, _, _, train_batch, infer_batch = SIZES[size]
     parts = variant.split("+") if variant else []  # "a+b": both changes at once
-    config = bert_config(size, dropout=0.0 if "no-dropout" in parts else 0.1)
+    config = bert_config(size, dropout=0.0 if "no-dropout" in parts else 0.1,
+                         dropout_impl="threefry" if "dropout=threefry" in parts else "hash")
     options = {key: value for part in parts for key, value in XLA_VARIANTS.get(part, {}).items()}
     # Each program compiled as the bertlab command that runs it would (bertlab.runtime), the
     # variant's options on top.
@@ -263,7 +226,7 @@ def bertlab_calls(size: str, variant: str | None) -> dict[str, Callable[[], None
     step = steps.jit_classify_train_step(schedule=schedule, regression=False, frozen=(), mesh=mesh)
     forward = jax.jit(lambda p, b: model.apply({"params": p}, b["token_ids"], b["segment_ids"],
                                                b["attention_mask"], deterministic=True))
-    with explicit_kernel(kernel), hashed_dropout("dropout=hash" in parts):
+    with explicit_kernel(kernel):
         train = step.lower(holder["state"], train_data, rng).compile(
             compiler_options=train_options)
         infer = forward.lower(holder["state"].params, infer_data).compile(
