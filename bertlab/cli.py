@@ -47,6 +47,8 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from bertlab.train import startup_profile  # BERTLAB_PROFILE_STARTUP: phase times, no jax
+    startup_profile.mark("interpreter")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if name in COMPILING_COMMANDS:
         from bertlab.train import compile_cache
         compile_cache.enable()
+    startup_profile.mark("command import")
     try:
         return int(module.main(rest) or 0)
     except Exception as error:  # noqa: BLE001 - anything not a user's failure is re-raised

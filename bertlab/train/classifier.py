@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.training.train_state import TrainState
 
 from bertlab.checkpoints import init_from as init_from_lib
 from bertlab.data.tasks.registry import Split
@@ -106,6 +107,26 @@ def make_init_fn(model: BertForSequenceClassification, backbone_params, seq_len:
     check_same_shapes(expected, backbone_params)
     backbone = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, backbone_params), mesh)
     return lambda rng: {"bert": backbone, **mesh_lib.replicate(init(rng), mesh)}
+
+
+def abstract_train_state(model: BertForSequenceClassification, tx: optax.GradientTransformation,
+                         backbone_params, seq_len: int, mesh):
+    """The TrainState that make_init_fn + create_train_state build for every seed, as
+    ShapeDtypeStructs with their shardings (replicated): what the train and eval programs are
+    compiled for ahead of time (bertlab.train.programs), before any weight exists. The
+    backbone's leaves keep their stored dtypes, as make_init_fn's jnp.asarray does."""
+    rep = mesh_lib.replicated(mesh)
+    params = jax.eval_shape(init_fn(model, seq_len=seq_len), jax.random.PRNGKey(0))
+    if backbone_params is not None:
+        params = {**params, "bert": jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(
+                x.dtype if hasattr(x, "dtype") else np.result_type(x))), backbone_params)}
+    opt_state = jax.eval_shape(tx.init, params)
+    shard = lambda tree: jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree)
+    return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+                      apply_fn=model.apply, params=shard(params), tx=tx,
+                      opt_state=shard(opt_state))
 
 
 def check_same_shapes(expected, given) -> None:

@@ -55,6 +55,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -65,19 +66,21 @@ from bertlab.data.tasks.metrics import task_metrics
 from bertlab.data.tasks.registry import TABLE_TASKS, TASKS, TaskSpec
 from bertlab.data.tasks.table import table_spec
 from bertlab.files import write_json
-from bertlab.inference import round_up, run_eval, score, write_predictions
+from bertlab.inference import eval_plan, round_up, run_eval, score, write_predictions
 from bertlab.models import BertForSequenceClassification
 from bertlab.models.config import VARIANTS, BertConfig
 from bertlab.text.tokenizer import Tokenizer
 from bertlab.train import loop
 from bertlab.train import mesh as mesh_lib
 from bertlab.train import optimizer as optimizer_lib
+from bertlab.train import programs
 from bertlab.train import seeds as seeds_lib
 from bertlab.train import selection
+from bertlab.train import startup_profile
 from bertlab.train import steps
-from bertlab.train.classifier import (FROZEN_GROUPS, check_class_weights, class_weights_for,
-                                      finetune_model_config, make_finetune_optimizer,
-                                      make_init_fn, prepare_backbone)
+from bertlab.train.classifier import (FROZEN_GROUPS, abstract_train_state, check_class_weights,
+                                      class_weights_for, finetune_model_config,
+                                      make_finetune_optimizer, make_init_fn, prepare_backbone)
 from bertlab.train.loop import TrainConfigError
 from bertlab.train.model_config import model_config_from
 from bertlab.train.metric_writer import METRICS_FILE, MetricWriter
@@ -219,6 +222,7 @@ class Prepared:
     eval: dict
     test: dict | None
     mesh: Any
+    plans: dict = dataclasses.field(default_factory=dict)  # seed -> its PackPlan, made once
 
 
 @dataclasses.dataclass
@@ -235,6 +239,8 @@ class Training:
     num_steps: int
     warmup_steps: int
     eval_batch: int
+    # The run's programs compiling in the background (start_compiles); None: on first use.
+    ahead: programs.AheadOfTime | None = None
 
 
 def prepare(config, workdir: str, *, log=print) -> Prepared:
@@ -243,18 +249,21 @@ def prepare(config, workdir: str, *, log=print) -> Prepared:
     # A pretrained backbone is resolved first: a wrong init_from fails before any data is read.
     backbone = None if config.model.from_scratch else prepare_backbone(config, workdir, None,
                                                                        log=log)
+    startup_profile.mark("checkpoint")
     data = load_data(config)
     check_task_controls(config, data.spec)
+    startup_profile.mark("data")
     backbone = backbone or prepare_backbone(config, workdir, data.train, log=log)
     model_config = finetune_model_config(config, backbone)
-    seeds_lib.warn_if_collapsed(backbone, data.train.texts, config.model.init_from, log=log)
     tokenizer = Tokenizer.from_file(backbone.vocab_path, lower_case=backbone.lower_case)
     encode = functools.partial(encode_split, tokenizer, data.spec,
                                max_seq_length=config.data.max_seq_length)
-    return Prepared(config=config, data=data, backbone=backbone, model_config=model_config,
-                    train=encode(data.train), eval=encode(data.eval),
-                    test=None if data.test is None else encode(data.test),
-                    mesh=mesh_lib.data_mesh())
+    prepared = Prepared(config=config, data=data, backbone=backbone, model_config=model_config,
+                        train=encode(data.train), eval=encode(data.eval),
+                        test=None if data.test is None else encode(data.test),
+                        mesh=mesh_lib.data_mesh())
+    startup_profile.mark("tokenise")
+    return prepared
 
 
 def build_training(prepared: Prepared) -> Training:
@@ -304,13 +313,90 @@ def plan_seed_packing(prepared: Prepared, seed: int) -> PackPlan | None:
     config = prepared.config
     if not config.data.packing:
         return None
+    if seed not in prepared.plans:
+        num_examples, batch_size = len(prepared.train["token_ids"]), config.data.batch_size
+        prepared.plans[seed] = plan_packing(
+            packing.example_lengths(prepared.train["attention_mask"]),
+            seed_batches(prepared, seed), examples=batch_size,
+            row_length=prepared.train["token_ids"].shape[1],
+            max_programs=config.data.packing_programs,
+            multiple=prepared.mesh.size * config.optimizer.grad_accum_steps)
+    return prepared.plans[seed]
+
+
+def seed_batches(prepared: Prepared, seed: int) -> list[np.ndarray]:
+    """Every batch of every epoch of this seed, in the order they run (plan.rows' order)."""
+    config = prepared.config
     num_examples, batch_size = len(prepared.train["token_ids"]), config.data.batch_size
-    batches = [rows for epoch in range(1, config.train.epochs + 1)
-               for rows in epoch_batches(seed, epoch, num_examples, batch_size)]
-    return plan_packing(packing.example_lengths(prepared.train["attention_mask"]), batches,
-                        examples=batch_size, row_length=prepared.train["token_ids"].shape[1],
-                        max_programs=config.data.packing_programs,
-                        multiple=prepared.mesh.size * config.optimizer.grad_accum_steps)
+    return [rows for epoch in range(1, config.train.epochs + 1)
+            for rows in epoch_batches(seed, epoch, num_examples, batch_size)]
+
+
+def train_program_key(plan: PackPlan | None, index: int) -> tuple:
+    """The AheadOfTime key of the train program batch `index` of a seed runs."""
+    return ("train", "padded") if plan is None else ("train", f"R={plan.rows[index]}")
+
+
+def eval_program_keys(prepared: Prepared, training: Training, encoded: dict) -> list[tuple]:
+    """The AheadOfTime keys of the eval programs one pass over `encoded` runs."""
+    if not prepared.config.data.packing:
+        return [("eval", "padded")]
+    plan = eval_plan(encoded, training.eval_batch, prepared.mesh)
+    return [("eval", f"R={rows}") for rows in plan.buckets]
+
+
+def start_compiles(prepared: Prepared, training: Training, seed: int
+                   ) -> programs.AheadOfTime | None:
+    """Starts compiling every program `seed` will run (its planned train row buckets, the eval
+    programs of the eval and test splits) in background threads, from their shapes, while the
+    main thread goes on (backbone probe, parameter init); train_epoch and evaluate_split wait
+    for a program before its first call. None when BERTLAB_PRECOMPILE=off."""
+    if not programs.enabled():
+        return None
+    config, mesh = prepared.config, prepared.mesh
+    ahead = programs.AheadOfTime()
+    state = abstract_train_state(training.model, training.tx, prepared.backbone.params,
+                                 config.data.max_seq_length, mesh)
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=mesh_lib.replicated(mesh))
+    plan, batches = plan_seed_packing(prepared, seed), seed_batches(prepared, seed)
+    for index in (range(len(batches)) if plan is not None else [0]):  # first batch of each R
+        key = train_program_key(plan, index)
+        if key not in ahead.keys():
+            ahead.submit(key, training.train_step, state,
+                         mesh_lib.global_batch(train_batch(prepared, batches[index], plan, index),
+                                               mesh), rng)
+    for encoded in (prepared.eval, prepared.test):
+        if encoded is None or not len(encoded["token_ids"]):
+            continue
+        for key, batch in zip(eval_program_keys(prepared, training, encoded),
+                              eval_batches_by_bucket(prepared, training, encoded)):
+            ahead.submit(key, training.eval_step, state, mesh_lib.global_batch(batch, mesh))
+    return ahead
+
+
+def eval_batches_by_bucket(prepared: Prepared, training: Training, encoded: dict) -> list[dict]:
+    """One batch per eval program (the first batch of each planned row count) as run_eval
+    builds it, in eval_program_keys' order."""
+    count, batch_size = len(encoded["token_ids"]), training.eval_batch
+    if not prepared.config.data.packing:
+        take = lambda rows: {name: value[rows] for name, value in encoded.items()}
+        return [next(loop.eval_batches(take, count, batch_size))]
+    plan = eval_plan(encoded, batch_size, prepared.mesh)
+    out = []
+    for rows in plan.buckets:
+        index = plan.rows.index(rows)
+        slots = np.arange(index * plan.examples, min((index + 1) * plan.examples, count))
+        out.append(packed_batch_of(encoded, slots, plan.examples, plan, index))
+    return out
+
+
+def train_batch(prepared: Prepared, rows: np.ndarray, plan: PackPlan | None, index: int) -> dict:
+    """The local batch of the seed's `index`-th step: `rows` of the training split, packed to
+    the plan (slot s of the packed batch is row s of the padded one: logits line up)."""
+    batch_size = prepared.config.data.batch_size
+    if plan is None:
+        return batch_of(prepared.train, rows, batch_size)
+    return packed_batch_of(prepared.train, rows, batch_size, plan, index)
 
 
 def train_epoch(prepared: Prepared, training: Training, state, rng, window: loop.MetricWindow,
@@ -324,13 +410,16 @@ def train_epoch(prepared: Prepared, training: Training, state, rng, window: loop
     batches = epoch_batches(seed, epoch, len(prepared.train["token_ids"]), batch_size)
     parts = []
     for index, rows in enumerate(batches):
-        if plan is None:
-            local = batch_of(prepared.train, rows, batch_size)
-        else:  # slot s of the packed batch is row s of the padded one: logits line up
-            local = packed_batch_of(prepared.train, rows, batch_size, plan,
-                                    (epoch - 1) * steps_per_epoch + index)
+        run_index = (epoch - 1) * steps_per_epoch + index  # this step's index in the seed's plan
+        local = train_batch(prepared, rows, plan, run_index)
+        if training.ahead is not None:
+            training.ahead.wait(train_program_key(plan, run_index))
         state, metrics = training.train_step(state, mesh_lib.global_batch(local, mesh), rng)
         step += 1
+        if step == 1 and startup_profile.enabled():  # the first step's compile, measured
+            jax.block_until_ready(metrics)
+            startup_profile.mark("first step", seed=seed,
+                                 rows=None if plan is None else plan.rows[0])
         if plan is not None:  # real tokens / token slots of this step, logged as a mean
             metrics = {**metrics, "packing_efficiency": packing.packing_efficiency(local)}
         window.add(step, {name: value for name, value in metrics.items() if name != "logits"})
@@ -359,6 +448,9 @@ def evaluate_split(prepared, training, state, encoded: dict, metric: str
     """(logits, metrics) of `state` on an encoded split: the task's metrics plus the selection
     metric, as every epoch's eval and the final test score them."""
     spec = prepared.data.spec
+    if training.ahead is not None:
+        for key in eval_program_keys(prepared, training, encoded):
+            training.ahead.wait(key)
     logits, losses = run_eval(training.eval_step, state, encoded, training.eval_batch,
                               prepared.mesh, packed=prepared.config.data.packing)
     result = score(spec, logits, losses, encoded["labels"])
@@ -375,6 +467,9 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     state = create_train_state(training.model, training.tx, training.init(init_rng), mesh=mesh)
     dropout_rng = mesh_lib.replicate(dropout_rng, mesh)
+    if startup_profile.enabled():
+        jax.block_until_ready(state)
+        startup_profile.mark("params init", seed=seed)
     writer = MetricWriter(seed_dir, total_steps=training.num_steps)
     writer.message(f"seed {seed}: {num_examples} train / {len(prepared.eval['token_ids'])} eval "
                    f"examples, {config.train.epochs} epoch(s) x {training.steps_per_epoch} steps "
@@ -398,8 +493,10 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                                                     step=step, plan=plan)
             epochs_run = epoch
             writer.write(step, "train_epoch", {"epoch": epoch, **train_result})
+            startup_profile.mark("training", seed=seed, epoch=epoch)
             logits, eval_result = evaluate_split(prepared, training, state, prepared.eval,
                                                  metric)
+            startup_profile.mark("eval", seed=seed, epoch=epoch)
             writer.write(step, "eval", {"epoch": epoch, **eval_result})
             # strictly better only: a tie keeps the earlier epoch (bertlab.train.selection)
             improved = selection.improves(eval_result, best, metric)
@@ -414,6 +511,7 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                                   prepared.data.eval, logits)
                 save_model(os.path.join(seed_dir, MODEL_DIR), prepared, best_params,
                            meta={"seed": seed, "epoch": epoch, "step": step, "eval": eval_result})
+                startup_profile.mark("writing the best epoch", seed=seed, epoch=epoch)
             else:
                 epochs_without_gain += 1
             if time.time() - last_plot >= PLOT_INTERVAL_SECONDS:
@@ -425,6 +523,7 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
                                f"epoch(s); stopping early after epoch {epoch}")
                 break
         plot_seed(seed_dir, spec, seed, eval_name=config.data.eval_split)
+        startup_profile.mark("plots", seed=seed)
         test_result = None
         if prepared.test is not None:
             best_state = state.replace(params=mesh_lib.replicate(best_params, mesh))
@@ -497,6 +596,7 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
 
     The config (and, for an existing workdir, its agreement with the config there) is checked
     before anything is touched; the workdir is then locked until summary.json is written."""
+    startup_profile.mark("imports and config")
     check_config(config)
     config_dict = config.to_dict()
     loop.check_rerun(os.path.abspath(os.path.expanduser(workdir)), config_dict,
@@ -518,8 +618,27 @@ def _train_and_evaluate(config, config_dict: dict, workdir: str, *, is_main: boo
         f"({model_config.num_layers} layer(s), hidden {model_config.hidden_size}, vocab "
         f"{model_config.vocab_size})")
     training = build_training(prepared)
-    results = seeds_lib.run_seeds(seeds_lib.seeds_of(config.train), workdir,
-                                  functools.partial(train_seed, prepared, training), log=log)
+    startup_profile.mark("model and optimizer")
+    seeds = seeds_lib.seeds_of(config.train)
+    pending = [seed for seed in seeds if not os.path.exists(
+        os.path.join(seeds_lib.seed_dir(workdir, seed), RESULT_FILE))]
+    if pending:
+        # The first seed's programs compile in the background from here on (bertlab.train
+        # .programs), while the main thread probes the backbone and initialises parameters.
+        training.ahead = start_compiles(prepared, training, pending[0])
+        startup_profile.mark("compiles started",
+                             programs=None if training.ahead is None else len(training.ahead.keys()))
+        seeds_lib.warn_if_collapsed(prepared.backbone, prepared.data.train.texts,
+                                    config.model.init_from, log=log)
+        startup_profile.mark("collapse probe")
+    failed = True
+    try:
+        results = seeds_lib.run_seeds(seeds, workdir,
+                                      functools.partial(train_seed, prepared, training), log=log)
+        failed = False
+    finally:
+        if training.ahead is not None:
+            training.ahead.close(failed=failed)
     summary = seeds_lib.summarize(spec, results,
                                   metric=selection.select_metric(config.train.select_metric, spec))
     run_files.record_finish(workdir, summary, is_main=is_main, default=init_from_lib.json_default,
@@ -528,6 +647,7 @@ def _train_and_evaluate(config, config_dict: dict, workdir: str, *, is_main: boo
                      os.path.join(workdir, CURVES_PLOT), metric=spec.metric,
                      title=f"{spec.name}: {len(results)} seed(s)",
                      eval_name=config.data.eval_split)
+    startup_profile.mark("summary and plots")
     return summary
 
 

@@ -47,7 +47,7 @@ def child_bertlab(variant: str, batch: int, seq: int, predictions: int, vocab_pa
     import jax.numpy as jnp
     import numpy as np
 
-    from bertlab import pretrain  # noqa: F401  (what `bertlab pretrain` imports eagerly)
+    from bertlab.train import pretrain  # noqa: F401  (what `bertlab pretrain` imports eagerly)
     from bertlab.train import mesh as mesh_lib
     from bertlab.train import optimizer as optimizer_lib
     from bertlab.train import steps
