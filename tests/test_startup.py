@@ -108,12 +108,14 @@ def test_precompiled_run_equals_compiling_on_first_use(tmp_path, monkeypatch):
 
 def test_backbone_weights_keep_their_shapes_and_dtypes_and_a_finished_rerun_compiles_nothing(
         tmp_path, log_compiles, captured_ahead):
-    """Fine-tuning from a saved export (init_from): the abstract state the programs are compiled
-    for has the backbone's real leaves, so the first step reuses the program."""
+    """Fine-tuning from a saved export (init_from), two seeds: the abstract state the programs
+    are compiled for has the backbone's real leaves, so the first step reuses the program; the
+    second seed starts from the same backbone although the first one's steps donated theirs
+    (it failed with "Buffer has been deleted or donated" before make_init_fn copied it)."""
     data = write_table(tmp_path / "data", "single", SIZES)
     first = tmp_path / "first"
     finetune.train_and_evaluate(quick_config(data), str(first))
-    config = quick_config(data, **{"model.from_scratch": False,
+    config = quick_config(data, **{"model.from_scratch": False, "train.seeds": (0, 1),
                                    "model.init_from": str(first / "seed_0" / "model")})
     log_compiles.clear()
     finetune.train_and_evaluate(config, str(tmp_path / "second"))
@@ -123,6 +125,8 @@ def test_backbone_weights_keep_their_shapes_and_dtypes_and_a_finished_rerun_comp
     counts = compile_counts(log_compiles.records)
     assert counts.get("classify_train_step") == len(train_keys), counts
     assert counts.get("classify_eval_step") == len(eval_keys), counts
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
     # a rerun of a finished workdir finds seed 0 done: no programs compiled, no probe
     runs = len(captured_ahead)
     finetune.train_and_evaluate(quick_config(data), str(first))

@@ -101,12 +101,19 @@ def make_init_fn(model: BertForSequenceClassification, backbone_params, seq_len:
     if backbone_params is None:
         init = jax.jit(init_all)
         return lambda rng: mesh_lib.replicate(init(rng), mesh)
-    # Returning only the new parts lets XLA skip drawing a random backbone it would discard.
-    init = jax.jit(lambda key: {k: v for k, v in init_all(key).items() if k != "bert"})
     expected = jax.eval_shape(lambda key: init_all(key)["bert"], jax.random.PRNGKey(0))
     check_same_shapes(expected, backbone_params)
     backbone = mesh_lib.replicate(jax.tree_util.tree_map(jnp.asarray, backbone_params), mesh)
-    return lambda rng: {"bert": backbone, **mesh_lib.replicate(init(rng), mesh)}
+
+    def init_with_backbone(key, bert):
+        # Only the new parts are drawn (XLA skips the random backbone it would discard); the
+        # backbone is COPIED into fresh buffers: the train step donates its state, so a seed
+        # that trained on `backbone` itself would leave the next seed deleted arrays.
+        new = {k: v for k, v in init_all(key).items() if k != "bert"}
+        return {"bert": jax.tree_util.tree_map(jnp.copy, bert), **new}
+
+    init = jax.jit(init_with_backbone, out_shardings=mesh_lib.replicated(mesh))
+    return lambda rng: init(rng, backbone)
 
 
 def abstract_train_state(model: BertForSequenceClassification, tx: optax.GradientTransformation,
