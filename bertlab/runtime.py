@@ -29,14 +29,6 @@ with other jobs at load 4-7, so each figure is +-20 %):
   experiments/bench/README.md instead of a process-wide change, which would also change every
   seeded initialisation.
 
-- Compile time (experiments/bench/startup_finetune.md): a short `bertlab finetune` spends ~7 s
-  of its ~30 s compiling the packed train step, much of it in LLVM. XLA's default backend
-  optimisation level is 3; at 2 the MiniLM train step (trace + lower + compile) took 0.84-0.90x
-  the CPU time in three interleaved pairs, with the same step time, and its losses and the
-  eval step's logits were the same to the last bit (level 0 changed them and halved the step
-  speed; level 1 compiled no faster than 2). So `finetune` compiles at level 2. `pretrain`
-  keeps the default: its step runs for hours, where compile time matters little.
-
 Set BERTLAB_RUNTIME=off to keep XLA's own defaults (to measure them, or to rule us out).
 """
 
@@ -50,10 +42,6 @@ INFERENCE_COMMANDS = ("evaluate", "predict", "embed", "similarity")
 # XLA flag -> value, per kind of command. An empty value is meaningful: the empty list.
 INFERENCE_FLAGS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 TRAINING_FLAGS: dict[str, str] = {}
-# On top of the kind's flags, per command.
-COMMAND_FLAGS: dict[str, dict[str, str]] = {
-    "finetune": {"xla_backend_optimization_level": "2"},
-}
 
 # The same settings as per-program compile options (jax's .compile(compiler_options=...)),
 # for benchmarks that compare several settings in one process.
@@ -69,9 +57,7 @@ def kind_of(command: str | None) -> str:
 
 
 def flags_for(command: str | None) -> dict[str, str]:
-    flags = dict(INFERENCE_FLAGS if kind_of(command) == "inference" else TRAINING_FLAGS)
-    flags.update(COMMAND_FLAGS.get(command or "", {}))
-    return flags
+    return dict(INFERENCE_FLAGS if kind_of(command) == "inference" else TRAINING_FLAGS)
 
 
 def configure(command: str | None = None, environ=None) -> dict[str, str]:
