@@ -13,11 +13,12 @@ Read top to bottom, a run is:
    (and `model.extra_layers` fresh encoder layers) on the backbone, train `train.epochs` passes
    with the jitted bertlab.train.steps.classify_train_step (packed batches unless
    data.packing=False: the same examples per update in the same order, without [PAD]
-   compute; the rows of every batch of every epoch are planned before the first step), score
-   the eval split after every epoch with the task's metrics (bertlab.inference.run_eval, what predict uses too), export the
-   best epoch's model to seed_<n>/model/ (what predict reloads), stop early after
-   `train.early_stopping_patience` epochs without improvement, score the test split once with
-   the best weights;
+   compute; the rows of every batch of every epoch are planned before the first step, and
+   every planned program compiles in background threads from then on: bertlab.train
+   .programs), score the eval split after every epoch with the task's metrics
+   (bertlab.inference.run_eval, what predict uses too), export the best epoch's model to
+   seed_<n>/model/ (what predict reloads), stop early after `train.early_stopping_patience`
+   epochs without improvement, score the test split once with the best weights;
 4. write summary.json: every seed's best metrics with their median, mean, min, max and std.
 
 Workdir layout:
@@ -626,8 +627,8 @@ def _train_and_evaluate(config, config_dict: dict, workdir: str, *, is_main: boo
         # The first seed's programs compile in the background from here on (bertlab.train
         # .programs), while the main thread probes the backbone and initialises parameters.
         training.ahead = start_compiles(prepared, training, pending[0])
-        startup_profile.mark("compiles started",
-                             programs=None if training.ahead is None else len(training.ahead.keys()))
+        startup_profile.mark("compiles started", programs=None if training.ahead is None
+                             else len(training.ahead.keys()))
         seeds_lib.warn_if_collapsed(prepared.backbone, prepared.data.train.texts,
                                     config.model.init_from, log=log)
         startup_profile.mark("collapse probe")

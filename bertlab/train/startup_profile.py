@@ -11,7 +11,8 @@ threads; on a shared machine CPU time is far less disturbed by other jobs than w
                                           experiments/bench/startup_finetune.py reads)
 
 Programs compiled ahead of time in background threads (bertlab.train.programs) report with
-`event(name, started)`: their own interval, since they overlap the main thread's phases. Unset, every call is a no-op costing one dict lookup.
+`event(name, started)`: their own interval, since they overlap the main thread's phases.
+Unset, every call is a no-op costing one dict lookup.
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def main(argv=None) -> int:
                 for temperature in ("cold", "warm"):
                     workdir = os.path.join(scratch, f"wd-{arm}-{temperature}-{round_index}")
                     shutil.rmtree(workdir, ignore_errors=True)
-                    profile = os.path.join(scratch, f"phases-{arm}-{temperature}-{round_index}.jsonl")
+                    profile = os.path.join(scratch,
+                                           f"phases-{arm}-{temperature}-{round_index}.jsonl")
                     env = dict(os.environ, BERTLAB_COMPILATION_CACHE=cache,
                                BERTLAB_PROFILE_STARTUP=profile, PYTHONPATH=cwd)
                     log = os.path.join(scratch, f"log-{arm}-{temperature}-{round_index}.txt")
@@ -164,7 +165,8 @@ def report(rows, phases, args, argv, load_before, load_after) -> str:
     reference = rows.get(("torch script", ""))
     torch_wall = statistics.median(r["wall"] for r in reference) if reference else None
     lines = [f"| arm | compilation cache | wall s (median of {args.rounds}) | CPU s | "
-             + ("/ torch wall | " if torch_wall else "") + "eval result | metrics.jsonl equal to before |",
+             + ("/ torch wall | " if torch_wall else "")
+             + "eval result | metrics.jsonl equal to before |",
              "|---|---|---:|---:|" + ("---:|" if torch_wall else "") + "---|---|"]
     before_losses = {t: rows.get(("before", t), [{}])[0].get("losses") for t in ("cold", "warm")}
     for (arm, temperature), runs in rows.items():
@@ -204,7 +206,8 @@ def phases_table(phases: list[list[dict]]) -> str:
             med = lambda key: statistics.median(item[key] for item in items)
             kind = items[0].get("kind", "phase")
             cpu = f"{med('cpu_seconds'):.2f}" if kind == "phase" else ""
-            lines.append(f"| {name} | {kind} | {med('wall'):.2f} | {med('seconds'):.2f} | {cpu} |")
+            lines.append(f"| {name} | {kind} | {med('wall'):.2f} | {med('seconds'):.2f} | "
+                         f"{cpu} |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
