@@ -205,9 +205,12 @@ def prepared(tmp_path_factory):
 
 
 def run(workdir, prepared, *overrides):
+    """Padded batches on both paths: on-device tokenisation keeps padded rows (packing is a host
+    step), so host and device runs are compared at the same layout."""
     return cli.main(["pretrain", "--config", CONFIG, "--workdir", str(workdir),
                      f"--config.data.prepared={prepared / 'data'}",
                      f"--config.data.vocab={prepared / 'vocab.txt'}",
+                     "--config.data.packing=False",
                      "--config.train.peak_flops=1e11", *overrides])
 
 
