@@ -74,3 +74,20 @@ def test_check_rerun_refuses_another_recipe_and_names_the_key(tmp_path):
                                                     r"--workdir, or set optimizer.lr back"):
         loop.check_rerun(workdir, {"optimizer": {"lr": 0.2}, "train": {"seeds": (0,)}},
                          free=("train.seeds",))
+
+
+def test_check_rerun_reads_a_key_added_later_as_what_older_runs_did(tmp_path):
+    """A config.json written before data.packing existed stands for padded batches: adding
+    seeds with packing off is accepted, with packing on refused naming the value to set."""
+    workdir = workdir_lock.ensure_directory(str(tmp_path / "run"))
+    loop.write_config(workdir, {"optimizer": {"lr": 0.1}})
+    added = {"data.packing": False}
+    loop.check_rerun(workdir, {"optimizer": {"lr": 0.1}, "data": {"packing": False}}, free=(),
+                     added=added)
+    with pytest.raises(loop.TrainConfigError, match=r"with data.packing=False, now True; use a "
+                                                    r"new --workdir, or set data.packing back"):
+        loop.check_rerun(workdir, {"optimizer": {"lr": 0.1}, "data": {"packing": True}},
+                         free=(), added=added)
+    with pytest.raises(loop.TrainConfigError, match=r"data.packing='<absent>', now True"):
+        loop.check_rerun(workdir, {"optimizer": {"lr": 0.1}, "data": {"packing": True}},
+                         free=())

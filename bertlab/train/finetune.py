@@ -31,7 +31,8 @@ Workdir layout:
                          (seeds added later must use the same weights)
     vocab.txt            from_scratch only: the vocabulary learned on the training texts
     summary.json         per-seed metrics, median / mean / min / max / std, the best seed
-    curves.png           every seed's loss and task metric per epoch, train and validation
+    curves.png           every seed's loss and selection metric (train.select_metric) per epoch,
+                         train and validation
     seed_<n>/result.json this seed's best epoch and metrics (present = the seed is finished)
     seed_<n>/eval_logits.npy  the best epoch's logits on the eval split (error analysis, ensembles)
     seed_<n>/eval_predictions.csv  the same per example: id, text(s), gold, prediction,
@@ -41,7 +42,7 @@ Workdir layout:
     seed_<n>/metrics.jsonl  "train" lines every train.log_every steps; "train_epoch" and "eval"
                          per epoch
     seed_<n>/tensorboard/   the same scalars for TensorBoard
-    seed_<n>/curves.png  loss and the task metric per epoch, train and validation
+    seed_<n>/curves.png  loss and the selection metric per epoch, train and validation
 
 Fine-tuning runs are short, so there is no mid-run resume: an unfinished seed restarts from
 scratch, finished seeds are kept.
@@ -98,6 +99,11 @@ MODEL_DIR = init_from_lib.MODEL_DIR
 OPTIMIZERS = optimizer_lib.OPTIMIZERS
 # Keys a rerun in the same workdir may change: they decide which seeds run, not what a seed does.
 RERUN_FREE_KEYS = ("train.seed", "train.seeds", "train.log_every")
+# Keys added after fine-tuning workdirs were first written, with what a config.json without them
+# did: adding seeds to such a workdir is accepted when this run does the same, and a refusal
+# names a value the user can set (e.g. data.packing=False), not "<absent>".
+ADDED_KEYS = {"data.packing": False, "data.packing_programs": 4, "model.remat": "none",
+              "model.dropout_impl": "threefry"}
 # curves.png is redrawn after an epoch when this long has passed since the last drawing (real
 # epochs take minutes: every epoch), and always when a seed ends; a PNG costs ~0.5 s.
 PLOT_INTERVAL_SECONDS = 30.0
@@ -516,14 +522,14 @@ def train_seed(prepared: Prepared, training: Training, seed: int, seed_dir: str)
             else:
                 epochs_without_gain += 1
             if time.time() - last_plot >= PLOT_INTERVAL_SECONDS:
-                plot_seed(seed_dir, spec, seed, eval_name=config.data.eval_split)
+                plot_seed(seed_dir, spec, seed, metric, eval_name=config.data.eval_split)
                 last_plot = time.time()
             if patience and epochs_without_gain >= patience and epoch < config.train.epochs:
                 stopped_early = True
                 writer.message(f"seed {seed}: no better {metric} for {epochs_without_gain} "
                                f"epoch(s); stopping early after epoch {epoch}")
                 break
-        plot_seed(seed_dir, spec, seed, eval_name=config.data.eval_split)
+        plot_seed(seed_dir, spec, seed, metric, eval_name=config.data.eval_split)
         startup_profile.mark("plots", seed=seed)
         test_result = None
         if prepared.test is not None:
@@ -551,10 +557,11 @@ def kept_model(seed_dir: str) -> str:
     return "no model/ was written (no epoch finished)"
 
 
-def plot_seed(seed_dir: str, spec: TaskSpec, seed: int, *, eval_name: str = "validation"
-              ) -> None:
+def plot_seed(seed_dir: str, spec: TaskSpec, seed: int, metric: str, *,
+              eval_name: str = "validation") -> None:
+    """curves.png of one seed, its metric panel showing `metric` (the one that picks the epoch)."""
     plot_epoch_curves(os.path.join(seed_dir, METRICS_FILE), os.path.join(seed_dir, CURVES_PLOT),
-                      metric=spec.metric, title=f"{spec.name} seed {seed}", eval_name=eval_name)
+                      metric=metric, title=f"{spec.name} seed {seed}", eval_name=eval_name)
 
 
 def save_model(directory: str, prepared: Prepared, params, meta: dict) -> str:
@@ -601,7 +608,7 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
     check_config(config)
     config_dict = config.to_dict()
     loop.check_rerun(os.path.abspath(os.path.expanduser(workdir)), config_dict,
-                     free=RERUN_FREE_KEYS)
+                     free=RERUN_FREE_KEYS, added=ADDED_KEYS)
     is_main = jax.process_index() == 0
     with loop.workdir_session(workdir, is_main=is_main) as workdir:
         return _train_and_evaluate(config, config_dict, workdir, is_main=is_main, log=log)
@@ -640,12 +647,12 @@ def _train_and_evaluate(config, config_dict: dict, workdir: str, *, is_main: boo
     finally:
         if training.ahead is not None:
             training.ahead.close(failed=failed)
-    summary = seeds_lib.summarize(spec, results,
-                                  metric=selection.select_metric(config.train.select_metric, spec))
+    metric = selection.select_metric(config.train.select_metric, spec)
+    summary = seeds_lib.summarize(spec, results, metric=metric)
     run_files.record_finish(workdir, summary, is_main=is_main, default=init_from_lib.json_default,
                             final_name=SUMMARY_FILE)
     plot_seed_curves([os.path.join(workdir, f"seed_{r['seed']}", METRICS_FILE) for r in results],
-                     os.path.join(workdir, CURVES_PLOT), metric=spec.metric,
+                     os.path.join(workdir, CURVES_PLOT), metric=metric,
                      title=f"{spec.name}: {len(results)} seed(s)",
                      eval_name=config.data.eval_split)
     startup_profile.mark("summary and plots")

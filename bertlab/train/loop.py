@@ -143,15 +143,22 @@ def first_difference(saved: Mapping[str, Any], current: Mapping[str, Any], *,
     return None
 
 
-def check_rerun(workdir: str, config_dict: Mapping[str, Any], *, free: Iterable[str]) -> None:
+def check_rerun(workdir: str, config_dict: Mapping[str, Any], *, free: Iterable[str],
+                added: Mapping[str, Any] | None = None) -> None:
     """Refuses a workdir whose config.json differs from this run's outside `free` keys: results
-    already there would otherwise be mixed with results of another recipe."""
+    already there would otherwise be mixed with results of another recipe. `added` (dotted key
+    -> value): keys the config gained after older workdirs were written, with the value that
+    stands for what such a run did, so a record that lacks one compares as that value (and the
+    refusal names a setting the user can actually give)."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
-    difference = first_difference(saved, config_dict, free=free)
+    flat_saved = flat_keys(saved)
+    saved = {**{key: value for key, value in (added or {}).items() if key not in flat_saved},
+             **flat_saved}
+    difference = first_difference(saved, flat_keys(config_dict), free=free)
     if difference is not None:
         key, before, now = difference
         raise TrainConfigError(f"{path} was written by a run with {key}={before!r}, now {now!r}; "
