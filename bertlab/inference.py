@@ -53,7 +53,7 @@ def eval_plan(encoded: dict, batch_size: int, mesh) -> PackPlan:
     """The packed plan of one pass over `encoded`: batches of K consecutive rows (input order),
     K = max(batch_size, PACKED_EVAL_EXAMPLES) rounded up to the mesh, rows of the arrays' T."""
     count, width = encoded["token_ids"].shape
-    examples = round_up(max(batch_size, PACKED_EVAL_EXAMPLES), mesh.size)
+    examples = packing.round_up(max(batch_size, PACKED_EVAL_EXAMPLES), mesh.size)
     lengths = packing.example_lengths(encoded["attention_mask"])
     batches = [np.arange(start, min(start + examples, count))
                for start in range(0, count, examples)]
@@ -106,10 +106,6 @@ def score(spec: TaskSpec, logits: np.ndarray, losses: np.ndarray, labels: np.nda
     return result
 
 
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 # --------------------------------------------------------------------------------------------
 # A fine-tuned model: reload, predict, evaluate.
 # --------------------------------------------------------------------------------------------
@@ -157,7 +153,7 @@ def predict_logits(model: FineTuned, texts: Sequence[str], pairs: Sequence[str] 
                                    max_length=model.max_seq_length)
     encoded["labels"] = np.zeros(len(texts), np.float32 if model.spec.is_regression else np.int32)
     logits, _ = run_eval(model.eval_step, model.state, encoded,
-                         round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
+                         packing.round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
     return logits
 
 
@@ -172,7 +168,8 @@ def evaluate_split(model: FineTuned, split: Split, batch_size: int = 64, *,
     """(metrics incl. loss, logits) of the model on a labelled split."""
     encoded = encode_split(model.tokenizer, model.spec, split, model.max_seq_length)
     logits, losses = run_eval(model.eval_step, model.state, encoded,
-                              round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
+                              packing.round_up(batch_size, model.mesh.size), model.mesh,
+                              packed=packed)
     return score(model.spec, logits, losses, encoded["labels"]), logits
 
 
@@ -212,7 +209,7 @@ def predict_split(model: FineTuned, split: Split, batch_size: int = 64, *,
     encoded = encode_split(model.tokenizer, model.spec, split, model.max_seq_length)
     encoded["labels"] = np.zeros_like(encoded["labels"])  # gold (if any) is not needed here
     logits, _ = run_eval(model.eval_step, model.state, encoded,
-                         round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
+                         packing.round_up(batch_size, model.mesh.size), model.mesh, packed=packed)
     return logits
 
 
@@ -300,7 +297,7 @@ def _padded_embeddings(config: BertConfig, params, tokenizer: Tokenizer, texts: 
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         longest = max(len(x) for x in chunk) + 2
-        length = min(max_seq_length, round_up(longest, 16))
+        length = min(max_seq_length, packing.round_up(longest, 16))
         batch = pack_ids(chunk, None, max_length=length, vocab=tokenizer.vocab)
         out.append(np.asarray(encode(params, batch["token_ids"], batch["segment_ids"],
                                      batch["attention_mask"])))
@@ -313,7 +310,7 @@ def _packed_embeddings(config: BertConfig, params, tokenizer: Tokenizer, texts: 
         return np.zeros((0, config.hidden_size), np.float32)
     encoded = tokenizer.pack(texts, None, max_length=max_seq_length)  # (N, max_seq_length)
     lengths = packing.example_lengths(encoded["attention_mask"])  # (N,)
-    row_length = min(max_seq_length, max(EMBED_ROW_MIN, round_up(int(lengths.max()), 16)))
+    row_length = min(max_seq_length, max(EMBED_ROW_MIN, packing.round_up(int(lengths.max()), 16)))
     examples = max(batch_size, PACKED_EVAL_EXAMPLES)
     batches = [np.arange(start, min(start + examples, len(texts)))
                for start in range(0, len(texts), examples)]

@@ -65,6 +65,11 @@ class PackingError(ValueError):
     """An example that cannot be placed: longer than a row, or more rows / slots than allowed."""
 
 
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` >= value (row and slot counts split over devices)."""
+    return -(-int(value) // multiple) * multiple
+
+
 def example_lengths(attention_mask: np.ndarray) -> np.ndarray:
     """(B, L) 1/0 mask with real tokens first (Tokenizer.pack's layout) -> (B,) lengths."""
     mask = np.asarray(attention_mask)
@@ -179,8 +184,8 @@ def plan_batches(lengths: np.ndarray, batches: Iterable[Sequence[int]], row_leng
     devices). program_cost: see plan_row_buckets. Returns (R per batch, the buckets)."""
     lengths = np.asarray(lengths)
     multiple = max(int(multiple), 1)
-    needs = [-(-max(rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length), 1)
-               // multiple) * multiple for rows in batches]
+    needs = [round_up(max(rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length), 1),
+                      multiple) for rows in batches]
     buckets = plan_row_buckets(needs, max_programs, program_cost)
     return [bucket_rows(need, buckets) for need in needs], buckets
 

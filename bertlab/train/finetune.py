@@ -68,7 +68,7 @@ from bertlab.data.tasks.metrics import task_metrics
 from bertlab.data.tasks.registry import TABLE_TASKS, TASKS, TaskSpec
 from bertlab.data.tasks.table import table_spec
 from bertlab.files import write_json
-from bertlab.inference import eval_plan, round_up, run_eval, score, write_predictions
+from bertlab.inference import eval_plan, run_eval, score, write_predictions
 from bertlab.models import BertForSequenceClassification
 from bertlab.models.config import VARIANTS, BertConfig
 from bertlab.text.tokenizer import Tokenizer
@@ -301,7 +301,7 @@ def build_training(prepared: Prepared) -> Training:
                                                  grad_accum_steps=accum),
         eval_step=steps.jit_classify_eval_step(mesh=mesh),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps, warmup_steps=warmup_steps,
-        eval_batch=round_up(config.data.eval_batch_size, mesh.size))
+        eval_batch=packing.round_up(config.data.eval_batch_size, mesh.size))
 
 
 # --------------------------------------------------------------------------------------------

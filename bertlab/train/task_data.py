@@ -165,7 +165,7 @@ def plan_packing(lengths: np.ndarray, batches: list, *, examples: int, row_lengt
     `multiple` (the data mesh's size)."""
     rows, buckets = packing.plan_batches(lengths, batches, row_length, max_programs,
                                          multiple=multiple, program_cost=program_cost)
-    examples = -(-int(examples) // multiple) * multiple
+    examples = packing.round_up(examples, multiple)
     return PackPlan(tuple(rows), buckets, examples, int(row_length))
 
 

@@ -68,14 +68,10 @@ class PackSpec:
     process_count: int = 1
 
 
-def round_up(value: int, multiple: int) -> int:
-    return -(-int(value) // multiple) * multiple
-
-
 def needed_rows(lengths: np.ndarray, spec: PackSpec) -> int:
     """R one micro-batch needs (first-fit-decreasing), rounded up to the device multiple."""
     need = packing.rows_needed(np.asarray(lengths), spec.row_length, **row_limits(lengths, spec))
-    return round_up(max(need, 1), spec.multiple)
+    return packing.round_up(max(need, 1), spec.multiple)
 
 
 def row_limits(lengths: np.ndarray, spec: PackSpec) -> dict:
@@ -102,7 +98,7 @@ def plan_buckets(examples, *, batch_size: int, micro_batches: int, seed: int, sp
     needs = [max(needed_rows(lengths[u * batch_size:(u + 1) * batch_size][i::micro_batches],
                              spec) for i in range(micro_batches)) for u in range(updates)]
     buckets = packing.plan_row_buckets(needs, max_programs)
-    fits_all = round_up(slots, spec.multiple)
+    fits_all = packing.round_up(slots, spec.multiple)
     return tuple(sorted(set(buckets) | {fits_all}))
 
 
