@@ -10,6 +10,7 @@ BERTLAB_DEBUG=1 shows the traceback of every failure.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> one-line description. Each lives in bertlab/commands/<name>.py with main(argv) -> int.
@@ -74,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         compile_cache.enable()
     startup_profile.mark("command import")
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # stdout's reader went away (`bertlab sweep --dry-run | head`): stop quietly with the
+        # shell's SIGPIPE status, and keep Python from failing again when it flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except Exception as error:  # noqa: BLE001 - anything not a user's failure is re-raised
         from bertlab import failures
 

@@ -25,6 +25,14 @@ def shared_path(*parts: str) -> pathlib.Path:
     return path
 
 
+def prepared_overrides(workdir) -> list[str]:
+    """Command-line overrides that reuse a finished pretraining run's vocabulary and shards
+    (identical data, no re-creation): a second run of the same data in seconds."""
+    workdir = pathlib.Path(workdir)
+    return [f"--config.data.prepared={workdir / 'data'}",
+            f"--config.data.vocab={workdir / 'vocab.txt'}"]
+
+
 @pytest.fixture
 def uncased_vocab_path() -> pathlib.Path:
     return shared_path("data", "vocab", "bert-base-uncased-vocab.txt")

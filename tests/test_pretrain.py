@@ -22,6 +22,8 @@ from bertlab.checkpoints import init_from
 from bertlab.train import pretrain
 from bertlab.checkpoints import training_state as ckpt
 from bertlab.train.metric_writer import MetricWriter, read_metrics
+from conftest import prepared_overrides
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG = "configs/pretrain.py:quick"
@@ -58,12 +60,6 @@ def straight(tmp_path_factory, corpus):
     workdir = tmp_path_factory.mktemp("straight")
     assert run_cli(workdir, f"--config.data.corpus={corpus}") == 0
     return workdir
-
-
-def prepared_overrides(straight):
-    """Reuse the straight run's vocabulary and shards (identical data, no re-creation)."""
-    return [f"--config.data.prepared={straight / 'data'}",
-            f"--config.data.vocab={straight / 'vocab.txt'}"]
 
 
 def train_lines(workdir):

@@ -23,6 +23,7 @@ from bertlab.train import optimizer, steps
 from bertlab.train.mesh import data_mesh
 from bertlab.train.metric_writer import read_metrics
 from bertlab.train.state import create_train_state
+from conftest import prepared_overrides
 
 pytestmark = pytest.mark.usefixtures("module_compilation_cache")
 
@@ -269,14 +270,9 @@ def packed_run(tmp_path_factory, short_doc_corpus):
     return workdir
 
 
-def prepared(workdir):
-    return [f"--config.data.prepared={workdir / 'data'}",
-            f"--config.data.vocab={workdir / 'vocab.txt'}"]
-
-
 def test_packed_pretraining_equals_padded(packed_run, tmp_path):
     padded = tmp_path / "padded"
-    assert pretrain(padded, *prepared(packed_run), "--config.data.packing=False") == 0
+    assert pretrain(padded, *prepared_overrides(packed_run), "--config.data.packing=False") == 0
     ours = read_metrics(str(packed_run / "metrics.jsonl"))
     theirs = read_metrics(str(padded / "metrics.jsonl"))
     assert sorted(ours["train"]) == sorted(theirs["train"]) == [5, 10, 15, 20]
@@ -300,8 +296,8 @@ def test_packed_pretraining_equals_padded(packed_run, tmp_path):
 def test_packed_resume_is_exact(packed_run, tmp_path):
     """10 steps (stop_after) + resume == 20 straight, bit for bit, with packing on."""
     workdir = tmp_path / "resumed"
-    assert pretrain(workdir, *prepared(packed_run), "--config.train.stop_after=10") == 0
-    assert pretrain(workdir, *prepared(packed_run)) == 0
+    assert pretrain(workdir, *prepared_overrides(packed_run), "--config.train.stop_after=10") == 0
+    assert pretrain(workdir, *prepared_overrides(packed_run)) == 0
     ours = read_metrics(str(workdir / "metrics.jsonl"))
     reference = read_metrics(str(packed_run / "metrics.jsonl"))
     for step in (5, 10, 15, 20):

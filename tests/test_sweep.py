@@ -278,6 +278,22 @@ def test_example_dry_run_prints_pasteable_commands(capsys):
     assert len(lines) == 9
 
 
+def test_dry_run_into_a_closed_pipe_stops_quietly():
+    """`bertlab sweep --dry-run | head -1`: the reader has gone when the commands are written;
+    the command ends with the shell's SIGPIPE status and no traceback."""
+    import subprocess
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left
+    try:
+        writer = subprocess.run([sys.executable, "-m", "bertlab", "sweep", str(EXAMPLE),
+                                 "--dry-run", "--runs-dir", "runs/x"], stdout=write_end,
+                                stderr=subprocess.PIPE, cwd=REPO, text=True)
+    finally:
+        os.close(write_end)
+    assert writer.returncode == 141, writer.stderr
+    assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr, writer.stderr
+
+
 def test_example_sweep_runs_then_skips_and_reports(example_runs, tmp_path, capsys):
     runs, code, lines = example_runs
     assert code == 0, lines

@@ -114,10 +114,18 @@ def first_fit_decreasing(lengths: Sequence[int], row_length: int, *,
     return rows
 
 
-def rows_needed(lengths: Sequence[int], row_length: int, *, costs: Sequence[int] | None = None,
-                max_cost: int | None = None) -> int:
-    """How many rows of `row_length` first-fit-decreasing uses for these examples."""
-    return len(first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost))
+def rows_needed(lengths: Sequence[int], row_length: int, *, multiple: int = 1,
+                costs: Sequence[int] | None = None, max_cost: int | None = None) -> int:
+    """R for these examples: the rows of `row_length` first-fit-decreasing uses, at least one
+    (a batch of only empty slots still runs a step), rounded up to `multiple` (the data mesh's
+    size: rows are split over the devices)."""
+    return rows_of(first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost),
+                   multiple)
+
+
+def rows_of(placement: Sequence[Sequence[int]], multiple: int = 1) -> int:
+    """R for a first_fit_decreasing placement: see rows_needed."""
+    return round_up(max(len(placement), 1), max(int(multiple), 1))
 
 
 def plan_row_buckets(needs: Sequence[int], max_programs: int, program_cost: float = 0.0
@@ -183,21 +191,23 @@ def plan_batches(lengths: np.ndarray, batches: Iterable[Sequence[int]], row_leng
     multiple: every R is a multiple of it (the data mesh's size: rows are split over the
     devices). program_cost: see plan_row_buckets. Returns (R per batch, the buckets)."""
     lengths = np.asarray(lengths)
-    multiple = max(int(multiple), 1)
-    needs = [round_up(max(rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length), 1),
-                      multiple) for rows in batches]
+    needs = [rows_needed(lengths[np.asarray(rows, dtype=np.int64)], row_length, multiple=multiple)
+             for rows in batches]
     buckets = plan_row_buckets(needs, max_programs, program_cost)
     return [bucket_rows(need, buckets) for need in needs], buckets
 
 
 def pack_batch(batch: Mapping[str, np.ndarray], *, rows: int | None = None,
                row_length: int | None = None, max_examples: int | None = None,
-               costs: np.ndarray | None = None, max_cost: int | None = None) -> dict:
+               costs: np.ndarray | None = None, max_cost: int | None = None,
+               placement: list[list[int]] | None = None) -> dict:
     """One padded batch (Tokenizer.pack arrays (B, L) + per-example arrays (B,)) -> packed arrays.
 
     rows: R (None: exactly what first-fit-decreasing needs, for inference or tests).
     row_length: T (None: the input's L). max_examples: K (None: B). costs (B,) / max_cost: a
-    second per-row capacity (None: none; first_fit_decreasing). Rows whose
+    second per-row capacity (None: none; first_fit_decreasing). placement: the
+    first_fit_decreasing result for this batch when the caller already has it (it sized R with
+    it), so the packer does not run twice; None: computed here. Rows whose
     `example_weights` is 0 (the loop's filler rows in an epoch's last batch) are left out, their
     slot empty. See the module docstring for every output key."""
     for key in PACKED_KEYS:
@@ -211,7 +221,8 @@ def pack_batch(batch: Mapping[str, np.ndarray], *, rows: int | None = None,
         raise PackingError(f"pack_batch: {count} examples but at most K={max_examples} slots")
     weights = np.asarray(batch.get("example_weights", np.ones(count, np.float32)), np.float32)
     lengths = np.where(weights > 0, example_lengths(batch["attention_mask"]), 0)  # (B,)
-    placement = first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost)
+    if placement is None:
+        placement = first_fit_decreasing(lengths, row_length, costs=costs, max_cost=max_cost)
     rows = len(placement) if rows is None else int(rows)
     if len(placement) > rows:
         raise PackingError(f"pack_batch: these {count} examples need {len(placement)} rows of "

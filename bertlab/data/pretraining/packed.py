@@ -69,9 +69,15 @@ class PackSpec:
 
 
 def needed_rows(lengths: np.ndarray, spec: PackSpec) -> int:
-    """R one micro-batch needs (first-fit-decreasing), rounded up to the device multiple."""
-    need = packing.rows_needed(np.asarray(lengths), spec.row_length, **row_limits(lengths, spec))
-    return packing.round_up(max(need, 1), spec.multiple)
+    """R one micro-batch needs under the spec's row limits (packing.rows_needed)."""
+    return packing.rows_needed(np.asarray(lengths), spec.row_length, multiple=spec.multiple,
+                               **row_limits(lengths, spec))
+
+
+def placement_of(batch: dict, spec: PackSpec) -> list[list[int]]:
+    """first_fit_decreasing's rows for one micro-batch (take() arrays) under the spec's limits."""
+    lengths = packing.example_lengths(batch["attention_mask"])
+    return packing.first_fit_decreasing(lengths, spec.row_length, **row_limits(lengths, spec))
 
 
 def row_limits(lengths: np.ndarray, spec: PackSpec) -> dict:
@@ -102,12 +108,14 @@ def plan_buckets(examples, *, batch_size: int, micro_batches: int, seed: int, sp
     return tuple(sorted(set(buckets) | {fits_all}))
 
 
-def pack_micro_batch(batch: dict, rows: int, spec: PackSpec) -> dict:
+def pack_micro_batch(batch: dict, rows: int, spec: PackSpec,
+                     placement: list[list[int]] | None = None) -> dict:
     """One global micro-batch (take() arrays (K, T) + example_weights (K,)) -> this host's share
-    of its packed rows and slots (see the module docstring)."""
+    of its packed rows and slots (see the module docstring). placement: placement_of(batch)
+    when the caller sized R with it (None: packed here)."""
     lengths = packing.example_lengths(batch["attention_mask"])
     packed = packing.pack_batch(batch, rows=rows, row_length=spec.row_length,
-                                **row_limits(lengths, spec))
+                                placement=placement, **row_limits(lengths, spec))
     slots = len(packed["cls_index"])
     row_share, slot_share = rows // spec.process_count, slots // spec.process_count
     mine_rows = slice(spec.process_index * row_share, (spec.process_index + 1) * row_share)
@@ -138,9 +146,10 @@ def pack_update(take, micro_batches: list[np.ndarray], total: int, buckets, spec
         batch = take(indices)
         batch["example_weights"] = np.ones(len(indices), np.float32)
         batches.append(batch)
-    need = max(needed_rows(packing.example_lengths(b["attention_mask"]), spec) for b in batches)
+    placements = [placement_of(b, spec) for b in batches]  # the packer runs once per batch
+    need = max(packing.rows_of(p, spec.multiple) for p in placements)
     rows = packing.bucket_rows(need, buckets)
-    stacked = [pack_micro_batch(b, rows, spec) for b in batches]
+    stacked = [pack_micro_batch(b, rows, spec, p) for b, p in zip(batches, placements)]
     slots = len(micro_batches[0])
     stacked += [empty_micro_batch(rows, slots, spec)] * (total - len(stacked))
     out = {key: np.stack([m[key] for m in stacked]) for key in stacked[0]}  # (k, ...)
