@@ -2,7 +2,7 @@
 ("Semantic Similarity with KerasNLP"), on GLUE MRPC with all-MiniLM-L6-v2, 3 seeds per recipe.
 
   bertlab sweep experiments/mrpc_recipes --dry-run   # the 6 fine-tune commands
-  bertlab sweep experiments/mrpc_recipes             # runs them (resumable; about 1.5 h on one CPU core)
+  bertlab sweep experiments/mrpc_recipes             # runs them (resumable; about 1 h of one CPU core)
   bertlab report experiments/mrpc_recipes            # -> experiments/mrpc_recipes/results.md
 
 Both arms: batch 16 (the tutorial's), the same backbone and data, dev accuracy/F1 of the epoch
@@ -50,12 +50,15 @@ def get_study():
             "arms start from. The question reproduced is the tutorial's: does warm-up + decay "
             "at a 2x peak rate over 3 epochs beat one epoch of constant-rate Adam?\n\n"
             "**Data and budget.** All 3,668 MRPC training pairs (`max_train_examples=0`), so "
-            "an epoch is 230 updates of 16. Status (2026-12-06): this full-set run is defined "
-            "but not yet made (about 1.5 h of one core); the committed results.md is still the "
-            "first run's. That first run (session 2) could not afford the full set: six agents "
-            "shared the machine's 2 cores and a padded MiniLM step took ~8 s, so it trained on "
-            "a fixed random 448-pair subset (data_seed 0) and found adam 68.38 % (the majority "
-            "class, every seed) vs adamw_triangular 70.59 % median (Δ +1.96 [+1.23, +2.45]). "
+            "an epoch is 230 updates of 16. This is the second run (2026-12-06, 30 minutes of "
+            "wall time: two sweeps side by side, one per core, `--arms adamw_triangular "
+            "--seeds 0,1` on one and `--arms adam` then `--arms adamw_triangular --seeds 2` on "
+            "the other, so the wall time below is the sum of both). The first run (session 2) "
+            "could not afford the full set: six agents shared the machine's 2 cores and a padded "
+            "MiniLM step took ~8 s, so it trained on a fixed random 448-pair subset (data_seed "
+            "0) and found adam 68.38 % (the majority class, every seed) vs adamw_triangular "
+            "70.59 % median (Δ +1.96 [+1.23, +2.45]); on all pairs neither arm stays at the "
+            "majority class and the gap is larger. "
             "Packed batches (issue 14, on by default) make the full set affordable: rows of "
             f"{MAX_SEQ_LENGTH} tokens (the longest MRPC pair is 103 WordPiece tokens in "
             "MiniLM's vocabulary, [CLS]/[SEP] included, 99th percentile 83, mean 53; at "
