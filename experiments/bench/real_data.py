@@ -5,7 +5,8 @@ Three tables, appended to --out with the command, the commit and the machine's l
 1. Fine-tune training examples/s on the first batches (seeded order) of SST-2, CoLA and MRPC
    training subsets and QNLI dev (../shared has no QNLI train), batch 32, T=128, dropout on,
    at sizes tiny, mini, MiniLM (L6/H384/12 heads) and base, random init (speed only):
-     bertlab packed   the loop's step on pack_batch rows, R planned as the loop plans it
+     bertlab packed   the loop's step on pack_batch rows, R planned as the loop plans a
+                      one-epoch run over the whole split (the buckets it would compile)
      bertlab padded   the same step, every example in its own row of 128 (data.packing=False)
      torch            transformers BertForSequenceClassification + torch AdamW, each batch
                       padded to its longest row (the plain loop a user writes)
@@ -79,8 +80,20 @@ def encoded_task(task: str, split: str, count: int) -> dict:
 
 # ----------------------------------------------------------------------------- train engines
 
-def bertlab_engine(size: str, encoded: dict, batches: list, packed: bool):
-    """step(i) runs batch i; returns a callable that blocks until done."""
+def epoch_batches(task: str) -> int:
+    """Batches of BATCH in one epoch over the task's whole split (what a run plans over)."""
+    from bertlab.data.tasks.glue import load_glue
+
+    return max(1, len(load_glue(task, GLUE, CASES[task]).texts) // BATCH)
+
+
+def bertlab_engine(size: str, encoded: dict, batches: list, packed: bool,
+                   run_batches: int | None = None):
+    """step(i) runs batch i; returns a callable that blocks until done. run_batches: the
+    batches of the run the packing is planned for (None: just these): the loop weighs each
+    compiled program (task_data.PROGRAM_COST_ROWS) against the rows it saves over the whole
+    run, so planning the bench's few batches alone would pick fewer, larger buckets than a
+    one-epoch run does."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -105,8 +118,10 @@ def bertlab_engine(size: str, encoded: dict, batches: list, packed: bool):
                                                frozen=(), mesh=mesh)
     plan = None
     if packed:
+        share = len(batches) / max(run_batches or len(batches), len(batches))
         plan = task_data.plan_packing(packing.example_lengths(encoded["attention_mask"]),
-                                      batches, examples=BATCH, row_length=T, max_programs=4)
+                                      batches, examples=BATCH, row_length=T, max_programs=4,
+                                      program_cost=task_data.PROGRAM_COST_ROWS * share)
     holder = {"state": state, "rng": jax.random.PRNGKey(1)}
 
     def local(i):
@@ -194,8 +209,9 @@ def train_table(tasks, sizes, rounds: int, per_round: int, log) -> str:
         encoded = encoded_task(task, CASES[task], count)
         batches = [np.arange(s, s + BATCH) for s in range(0, count, BATCH)]
         real = encoded["attention_mask"].sum() / encoded["attention_mask"].size
+        run_batches = epoch_batches(task)
         for size in sizes:
-            engines = {"packed": bertlab_engine(size, encoded, batches, True),
+            engines = {"packed": bertlab_engine(size, encoded, batches, True, run_batches),
                        "padded": bertlab_engine(size, encoded, batches, False),
                        "torch": torch_engine(size, encoded, batches),
                        "flax": flax_engine(size, encoded, batches)}
@@ -354,13 +370,17 @@ def main(argv=None) -> int:
     parser.add_argument("--tables", default="train,process,inference")
     parser.add_argument("--tasks", default="", help="comma-separated (default: all, or quick's)")
     parser.add_argument("--sizes", default="", help="comma-separated (default: all, or quick's)")
+    parser.add_argument("--steps-per-round", type=int, default=1,
+                        help="training steps each engine runs back to back in a round (on "
+                             "small models one step between three other engines runs with "
+                             "cold caches, which a training loop never does: use 3)")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",") if args.tasks else (["sst2", "mrpc"] if args.quick
                                                        else list(CASES))
     sizes = args.sizes.split(",") if args.sizes else (["tiny", "minilm"] if args.quick
                                                       else list(SIZES))
-    rounds, per_round = (5, 1) if args.quick else (7, 1)
+    rounds, per_round = (5 if args.quick else 7), args.steps_per_round
     log = lambda message: print(message, flush=True)
     sections = []
     tables = args.tables.split(",")
