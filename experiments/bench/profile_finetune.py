@@ -62,7 +62,7 @@ def op_times(step, calls: int) -> collections.Counter:
                                  recursive=True))[-1]
         with gzip.open(trace) as f:
             events = json.load(f)["traceEvents"]
-    kinds = collections.Counter()
+    kinds, largest = collections.Counter(), {}
     for event in events:
         name = event.get("name", "")
         if event.get("ph") != "X" or name.startswith(NOT_OPS):
@@ -71,7 +71,9 @@ def op_times(step, calls: int) -> collections.Counter:
         kind = next((label for prefix, label in KINDS if base.startswith(prefix)),
                     "other elementwise")
         kinds[kind] += event.get("dur", 0) / 1000 / calls
-    return kinds
+        per_op = collections.Counter({name: event.get("dur", 0) / 1000 / calls})
+        largest.setdefault(kind, collections.Counter()).update(per_op)
+    return kinds, {kind: ops.most_common(1)[0] for kind, ops in largest.items()}
 
 
 def main(argv=None) -> int:
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
         torch_step(0)
     ours = median_ms(lambda: packed_step(0), args.calls)
     theirs = median_ms(lambda: torch_step(0), args.calls)
-    kinds = op_times(lambda: packed_step(0), args.calls)
+    kinds, largest = op_times(lambda: packed_step(0), args.calls)
     lengths = encoded["attention_mask"].sum(1)
     print(f"## {args.task} {real_data.CASES[args.task]}, first batch of {real_data.BATCH}, "
           f"{args.size}: {int(lengths.sum())} real tokens\n")
@@ -101,10 +103,12 @@ def main(argv=None) -> int:
           f"{int(lengths.max())} = {real_data.BATCH * int(lengths.max())} token slots)")
     print(f"- packed / torch: {theirs / ours:.2f}x\n")
     total = sum(kinds.values())
-    print("| XLA ops of the packed step | ms per step | share |\n|---|---|---|")
+    print("| XLA ops of the packed step | ms per step | share | largest op (ms per step) |\n"
+          "|---|---|---|---|")
     for kind, ms in kinds.most_common():
-        print(f"| {kind} | {ms:.1f} | {ms / total:.0%} |")
-    print(f"| all ops (traced) | {total:.1f} | 100% |")
+        name, op_ms = largest[kind]
+        print(f"| {kind} | {ms:.1f} | {ms / total:.0%} | `{name}` ({op_ms:.1f}) |")
+    print(f"| all ops (traced) | {total:.1f} | 100% | |")
     return 0
 
 
