@@ -2,6 +2,9 @@
 
 import os
 import pathlib
+import random
+import subprocess
+import sys
 
 import pytest
 
@@ -31,6 +34,31 @@ def prepared_overrides(workdir) -> list[str]:
     workdir = pathlib.Path(workdir)
     return [f"--config.data.prepared={workdir / 'data'}",
             f"--config.data.vocab={workdir / 'vocab.txt'}"]
+
+
+def write_random_corpus(path, words, *, seed, documents, sentences, words_per_sentence,
+                        capitalize=False) -> str:
+    """A deterministic corpus file: `documents` blank-line-separated documents of
+    randint(*sentences) sentences of randint(*words_per_sentence) words drawn from `words`."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(documents):
+            for _ in range(rng.randint(*sentences)):
+                line = " ".join(rng.choice(words) for _ in range(rng.randint(*words_per_sentence)))
+                f.write((line.capitalize() if capitalize else line) + ".\n")
+            f.write("\n")
+    return str(path)
+
+
+def run_on_forced_cpu_devices(code: str, devices: int) -> str:
+    """Run a Python snippet in a fresh interpreter that sees `devices` CPU devices (XLA's flag
+    must be set before jax starts, hence the subprocess); returns its stdout."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ resume, the batch-size ramp (train.batch_ramp) with one compiled step, and evalu
 masking rate (data.eval_mask_rate). Hand-computed values throughout (bertlab.train.budget)."""
 
 import os
-import random
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from bertlab.checkpoints import training_state as ckpt
 from bertlab.config_cli import load_config_file
 from bertlab.train import budget, pretrain, steps
 from bertlab.train.metric_writer import read_metrics
+from conftest import write_random_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
@@ -24,14 +24,8 @@ pytestmark = pytest.mark.usefixtures("module_compilation_cache")
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    with open(path, "w") as f:
-        for _ in range(40):
-            for _ in range(rng.randint(3, 8)):
-                f.write(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 20))) + ".\n")
-            f.write("\n")
-    return str(path)
+    return write_random_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", WORDS, seed=1,
+                               documents=40, sentences=(3, 8), words_per_sentence=(5, 20))
 
 
 def quick_config(corpus, **overrides):

@@ -8,11 +8,6 @@ steps with both; 8 CPU devices equal to one.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,8 +25,8 @@ from bertlab.train import mesh as mesh_lib
 from bertlab.train import optimizer, steps
 from bertlab.train import state as train_state
 from bertlab.text.tokenizer import vocab_from_tokens
+from conftest import run_on_forced_cpu_devices
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 M32 = 0xFFFFFFFF
 
 
@@ -390,9 +385,4 @@ print("OK")
 
 
 def test_eight_devices_draw_the_one_device_masks():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("OK")
+    assert run_on_forced_cpu_devices(EIGHT_DEVICES, 8).startswith("OK")

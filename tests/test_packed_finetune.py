@@ -10,17 +10,15 @@ devices, in a subprocess).
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from bertlab import inference
-from bertlab.data import packing
 from bertlab.train import finetune, task_data
 
-from finetune_tables import REPO, quick_config, read_jsonl, write_table
+from conftest import run_on_forced_cpu_devices
+from finetune_tables import quick_config, read_jsonl, write_table
 
 pytestmark = pytest.mark.usefixtures("module_compilation_cache")
 
@@ -175,9 +173,4 @@ print("OK", plan.rows, losses[True])
 
 
 def test_two_devices_round_rows_and_slots_and_agree_with_padded(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", TWO_DEVICES], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("OK")
+    assert run_on_forced_cpu_devices(TWO_DEVICES, 2).startswith("OK")

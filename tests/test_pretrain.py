@@ -22,7 +22,7 @@ from bertlab.checkpoints import init_from
 from bertlab.train import pretrain
 from bertlab.checkpoints import training_state as ckpt
 from bertlab.train.metric_writer import MetricWriter, read_metrics
-from conftest import prepared_overrides
+from conftest import prepared_overrides, write_random_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,15 +39,9 @@ pytestmark = pytest.mark.usefixtures("module_compilation_cache")
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """40 documents of random sentences over 47 words: deterministic, ~90 examples of 32 tokens."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    with open(path, "w") as f:
-        for _ in range(40):
-            for _ in range(rng.randint(3, 8)):
-                words = [rng.choice(WORDS) for _ in range(rng.randint(5, 20))]
-                f.write(" ".join(words).capitalize() + ".\n")
-            f.write("\n")
-    return str(path)
+    return write_random_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", WORDS, seed=0,
+                               documents=40, sentences=(3, 8), words_per_sentence=(5, 20),
+                               capitalize=True)
 
 
 def run_cli(workdir, *overrides):

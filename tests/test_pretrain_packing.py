@@ -5,7 +5,6 @@ equals padded with dropout off; kill-and-resume stays exact)."""
 from __future__ import annotations
 
 import json
-import random
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +22,7 @@ from bertlab.train import optimizer, steps
 from bertlab.train.mesh import data_mesh
 from bertlab.train.metric_writer import read_metrics
 from bertlab.train.state import create_train_state
-from conftest import prepared_overrides
+from conftest import prepared_overrides, write_random_corpus
 
 pytestmark = pytest.mark.usefixtures("module_compilation_cache")
 
@@ -245,15 +244,9 @@ def test_planned_buckets_split_over_the_devices_and_always_fit():
 @pytest.fixture(scope="module")
 def short_doc_corpus(tmp_path_factory):
     """Many short paragraphs (blank-line documents): their ends leave short examples to pack."""
-    rng = random.Random(1)
     words = "the of and to in a is that for it as was with be by on not he this are".split()
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    with open(path, "w") as f:
-        for _ in range(120):
-            for _ in range(rng.randint(1, 3)):
-                f.write(" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) + ".\n")
-            f.write("\n")
-    return str(path)
+    return write_random_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", words, seed=1,
+                               documents=120, sentences=(1, 3), words_per_sentence=(3, 14))
 
 
 def pretrain(workdir, *overrides):

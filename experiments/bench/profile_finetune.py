@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -30,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import real_data  # noqa: E402
+from train_step import time_steps  # noqa: E402
 
 # Op-name prefixes (XLA:CPU thunks) -> what they are; anything else is "other elementwise".
 KINDS = (("ynn_fusion", "matmuls"), ("dot", "matmuls"), ("wrapped_broadcast", "zero fills"),
@@ -37,16 +37,6 @@ KINDS = (("ynn_fusion", "matmuls"), ("dot", "matmuls"), ("wrapped_broadcast", "z
          ("transpose", "copies / transposes"), ("concatenate", "copies / transposes"))
 NOT_OPS = ("ThunkExecutor", "$", "PjitFunction", "SlinkyThreadPool", "CommonPjRt",
            "ParseArguments")
-
-
-def median_ms(fn, calls: int) -> float:
-    fn()
-    seconds = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - started)
-    return 1000 * float(np.median(seconds))
 
 
 def op_times(step, calls: int) -> collections.Counter:
@@ -89,8 +79,8 @@ def main(argv=None) -> int:
     for _ in range(2):
         packed_step(0)
         torch_step(0)
-    ours = median_ms(lambda: packed_step(0), args.calls)
-    theirs = median_ms(lambda: torch_step(0), args.calls)
+    ours = 1000 * time_steps(lambda: packed_step(0), warmup=1, timed=args.calls)
+    theirs = 1000 * time_steps(lambda: torch_step(0), warmup=1, timed=args.calls)
     kinds, largest = op_times(lambda: packed_step(0), args.calls)
     lengths = encoded["attention_mask"].sum(1)
     print(f"## {args.task} {real_data.CASES[args.task]}, first batch of {real_data.BATCH}, "

@@ -118,10 +118,10 @@ def bertlab_engine(size: str, encoded: dict, batches: list, packed: bool,
                                                frozen=(), mesh=mesh)
     plan = None
     if packed:
-        share = len(batches) / max(run_batches or len(batches), len(batches))
+        run = max(run_batches or 0, len(batches))
         plan = task_data.plan_packing(packing.example_lengths(encoded["attention_mask"]),
                                       batches, examples=BATCH, row_length=T, max_programs=4,
-                                      program_cost=task_data.PROGRAM_COST_ROWS * share)
+                                      program_cost=task_data.PROGRAM_COST_ROWS * len(batches) / run)
     holder = {"state": state, "rng": jax.random.PRNGKey(1)}
 
     def local(i):
